@@ -1,0 +1,75 @@
+"""initstate: initial carries for recurrent networks in JAX.
+
+Pure functions over pytrees: recurrent cells (`lstm`, `gru`, `elman`, `stack`, `from_flax`),
+initial-carry strategies (`zeros`, `learned`, `noisy`, `noisy_learned`), `scan_rnn` over time
+with lengths, resets and burn-in, and masked per-step losses. Flax modules are in
+`initstate.nn`.
+"""
+
+from initstate import nn
+from initstate._src.cells import as_cell
+from initstate._src.cells import elman
+from initstate._src.cells import elman_params_from_flax
+from initstate._src.cells import elman_params_to_flax
+from initstate._src.cells import from_flax
+from initstate._src.cells import gru
+from initstate._src.cells import gru_params_from_flax
+from initstate._src.cells import gru_params_from_torch
+from initstate._src.cells import gru_params_to_flax
+from initstate._src.cells import lstm
+from initstate._src.cells import lstm_carry_from_flax
+from initstate._src.cells import lstm_carry_to_flax
+from initstate._src.cells import lstm_params_from_flax
+from initstate._src.cells import lstm_params_from_torch
+from initstate._src.cells import lstm_params_to_flax
+from initstate._src.cells import LSTMCarry
+from initstate._src.cells import RecurrentCell
+from initstate._src.cells import stack
+from initstate._src.losses import loss_mask
+from initstate._src.losses import masked_mean
+from initstate._src.losses import softmax_cross_entropy
+from initstate._src.losses import squared_error
+from initstate._src.scan import scan_rnn
+from initstate._src.scan import ScanOutput
+from initstate._src.strategies import CarrySpec
+from initstate._src.strategies import CarryStrategy
+from initstate._src.strategies import learned
+from initstate._src.strategies import noisy
+from initstate._src.strategies import noisy_learned
+from initstate._src.strategies import zeros
+
+__version__ = '0.1.0'
+
+__all__ = (
+    'as_cell',
+    'CarrySpec',
+    'CarryStrategy',
+    'elman',
+    'elman_params_from_flax',
+    'elman_params_to_flax',
+    'from_flax',
+    'gru',
+    'gru_params_from_flax',
+    'gru_params_from_torch',
+    'gru_params_to_flax',
+    'learned',
+    'loss_mask',
+    'lstm',
+    'lstm_carry_from_flax',
+    'lstm_carry_to_flax',
+    'lstm_params_from_flax',
+    'lstm_params_from_torch',
+    'lstm_params_to_flax',
+    'LSTMCarry',
+    'masked_mean',
+    'nn',
+    'noisy',
+    'noisy_learned',
+    'RecurrentCell',
+    'scan_rnn',
+    'ScanOutput',
+    'softmax_cross_entropy',
+    'squared_error',
+    'stack',
+    'zeros',
+)

@@ -1,0 +1,371 @@
+"""Recurrent cells as pure functions over a parameter pytree.
+
+A cell is a `RecurrentCell`: a NamedTuple of pure functions in the style of optax,
+
+  params = cell.init(key, input_size)
+  new_carry, y = cell.apply(params, carry, x)      # x: [..., D], carry leaves [..., H]
+
+plus `cell.carry_template`, the carry of one example as a pytree of `jax.ShapeDtypeStruct`
+leaves of shape [H], which the initial-carry strategies use to build their parameters.
+Every leading axis of `x` and of the carry is a batch axis.
+
+Gate layouts (weights are stored input-major, `x @ w`):
+
+* LSTM: `w_i` [D, 4H], `w_h` [H, 4H], `b` [4H], gates in the order (i, f, g, o), the same order
+  as PyTorch `nn.LSTM` and Flax `LSTMCell`:
+
+    i, f, g, o = split(x @ w_i + h @ w_h + b, 4)
+    c' = sigmoid(f) * c + sigmoid(i) * tanh(g)
+    h' = sigmoid(o) * tanh(c'),   y = h'
+
+  PyTorch's two biases are summed into `b`; Flax keeps the bias on its hidden-to-hidden denses.
+* GRU: `w_i` [D, 3H], `w_h` [H, 3H], `b_i` [3H], `b_h` [3H], gates in the order (r, z, n),
+  the PyTorch `nn.GRU` / Flax `GRUCell` equations:
+
+    r = sigmoid(x w_ir + b_ir + h w_hr + b_hr),  z = sigmoid(x w_iz + b_iz + h w_hz + b_hz)
+    n = tanh(x w_in + b_in + r * (h w_hn + b_hn)),  h' = (1 - z) * n + z * h,  y = h'
+
+  Flax has no `b_hr`, `b_hz` (they are zero after conversion from Flax).
+* Elman: `w_i` [D, H], `w_h` [H, H], `b` [H]:  h' = tanh(x w_i + h w_h + b),  y = h'.
+
+The `*_from_flax` / `*_to_flax` / `*_from_torch` helpers convert parameters between layouts.
+"""
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from initstate._src.types import Array, Carry, Params, PRNGKey
+
+Initializer = Callable[[PRNGKey, tuple[int, ...], Any], Array]
+
+
+class LSTMCarry(NamedTuple):
+  """The carry of an LSTM, with named fields so (h, c) and (c, h) cannot be confused."""
+  h: Array  # [..., H] hidden state, also the cell's output.
+  c: Array  # [..., H] memory cell.
+
+
+def lstm_carry_to_flax(carry: LSTMCarry) -> tuple[Array, Array]:
+  """Converts an `LSTMCarry` to the `(c, h)` tuple of Flax's LSTM cells."""
+  return (carry.c, carry.h)
+
+
+def lstm_carry_from_flax(carry: tuple[Array, Array]) -> LSTMCarry:
+  """Converts the `(c, h)` tuple of Flax's LSTM cells to an `LSTMCarry`."""
+  c, h = carry
+  return LSTMCarry(h=h, c=c)
+
+
+class RecurrentCell(NamedTuple):
+  """A recurrent cell as pure functions.
+
+  Attributes:
+    init: `(key, input_size) -> params`.
+    apply: `(params, carry, x[..., D]) -> (new_carry, y[..., output_size])`.
+    carry_template: the carry of one example: a pytree of `jax.ShapeDtypeStruct` leaves.
+    output_size: the size of the last axis of `y`.
+  """
+  init: Callable[[PRNGKey, int], Params]
+  apply: Callable[[Params, Carry, Array], tuple[Carry, Array]]
+  carry_template: Carry
+  output_size: int
+
+
+def _check_sizes(hidden_size: int, input_size: int | None = None) -> None:
+  if not isinstance(hidden_size, int) or hidden_size < 1:
+    raise ValueError(f'`hidden_size` must be a positive int, got {hidden_size!r}.')
+  if input_size is not None and (not isinstance(input_size, int) or input_size < 1):
+    raise ValueError(f'`input_size` must be a positive int, got {input_size!r}.')
+
+
+def _check_input(x: Array, w_i: Array, name: str) -> None:
+  if x.shape[-1:] != w_i.shape[:1]:
+    raise ValueError(
+        f'{name}: input `x` has shape {x.shape}, but the cell was initialised for '
+        f'{w_i.shape[0]} input features (last axis).')
+
+
+def _template(hidden_size: int, dtype: Any) -> jax.ShapeDtypeStruct:
+  return jax.ShapeDtypeStruct((hidden_size,), jnp.dtype(dtype))
+
+
+def lstm(
+    hidden_size: int,
+    *,
+    forget_bias: float = 1.0,
+    kernel_init: Initializer = nn.initializers.lecun_normal(),
+    recurrent_kernel_init: Initializer = nn.initializers.orthogonal(),
+    param_dtype: Any = jnp.float32,
+) -> RecurrentCell:
+  """An LSTM cell with carry `LSTMCarry(h, c)`, gates (i, f, g, o); see the module docstring.
+
+  Args:
+    hidden_size: H, the number of units.
+    forget_bias: initial value of the forget-gate bias (the other biases start at zero).
+    kernel_init: initializer of the input weights `w_i` [D, 4H] (applied per gate).
+    recurrent_kernel_init: initializer of the recurrent weights `w_h` [H, 4H] (per gate).
+    param_dtype: dtype of parameters and of the carry template.
+
+  Returns:
+    A `RecurrentCell`.
+  """
+  _check_sizes(hidden_size)
+
+  def init(key: PRNGKey, input_size: int) -> Params:
+    _check_sizes(hidden_size, input_size)
+    keys = jax.random.split(key, 8)
+    w_i = jnp.concatenate([kernel_init(k, (input_size, hidden_size), param_dtype)
+                           for k in keys[:4]], axis=1)
+    w_h = jnp.concatenate([recurrent_kernel_init(k, (hidden_size, hidden_size), param_dtype)
+                           for k in keys[4:]], axis=1)
+    b = jnp.zeros((4 * hidden_size,), param_dtype)
+    b = b.at[hidden_size:2 * hidden_size].set(forget_bias)
+    return {'w_i': w_i, 'w_h': w_h, 'b': b}
+
+  def apply(params: Params, carry: LSTMCarry, x: Array) -> tuple[LSTMCarry, Array]:
+    _check_input(x, params['w_i'], 'lstm')
+    h, c = carry
+    gates = x @ params['w_i'] + h @ params['w_h'] + params['b']
+    i, f, g, o = jnp.split(gates, 4, axis=-1)
+    new_c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    new_h = jax.nn.sigmoid(o) * jnp.tanh(new_c)
+    return LSTMCarry(h=new_h, c=new_c), new_h
+
+  template = LSTMCarry(h=_template(hidden_size, param_dtype), c=_template(hidden_size, param_dtype))
+  return RecurrentCell(init, apply, template, hidden_size)
+
+
+def gru(
+    hidden_size: int,
+    *,
+    kernel_init: Initializer = nn.initializers.lecun_normal(),
+    recurrent_kernel_init: Initializer = nn.initializers.orthogonal(),
+    param_dtype: Any = jnp.float32,
+) -> RecurrentCell:
+  """A GRU cell (PyTorch / Flax equations, gates (r, z, n)); carry `h` [..., H]; biases zero."""
+  _check_sizes(hidden_size)
+
+  def init(key: PRNGKey, input_size: int) -> Params:
+    _check_sizes(hidden_size, input_size)
+    keys = jax.random.split(key, 6)
+    w_i = jnp.concatenate([kernel_init(k, (input_size, hidden_size), param_dtype)
+                           for k in keys[:3]], axis=1)
+    w_h = jnp.concatenate([recurrent_kernel_init(k, (hidden_size, hidden_size), param_dtype)
+                           for k in keys[3:]], axis=1)
+    zeros = jnp.zeros((3 * hidden_size,), param_dtype)
+    return {'w_i': w_i, 'w_h': w_h, 'b_i': zeros, 'b_h': zeros}
+
+  def apply(params: Params, carry: Array, x: Array) -> tuple[Array, Array]:
+    _check_input(x, params['w_i'], 'gru')
+    xi = x @ params['w_i'] + params['b_i']
+    hh = carry @ params['w_h'] + params['b_h']
+    xr, xz, xn = jnp.split(xi, 3, axis=-1)
+    hr, hz, hn = jnp.split(hh, 3, axis=-1)
+    r = jax.nn.sigmoid(xr + hr)
+    z = jax.nn.sigmoid(xz + hz)
+    n = jnp.tanh(xn + r * hn)
+    new_h = (1.0 - z) * n + z * carry
+    return new_h, new_h
+
+  return RecurrentCell(init, apply, _template(hidden_size, param_dtype), hidden_size)
+
+
+def elman(
+    hidden_size: int,
+    *,
+    kernel_init: Initializer = nn.initializers.lecun_normal(),
+    recurrent_kernel_init: Initializer = nn.initializers.orthogonal(),
+    param_dtype: Any = jnp.float32,
+) -> RecurrentCell:
+  """An Elman (simple tanh) cell: h' = tanh(x w_i + h w_h + b); carry `h` [..., H]."""
+  _check_sizes(hidden_size)
+
+  def init(key: PRNGKey, input_size: int) -> Params:
+    _check_sizes(hidden_size, input_size)
+    k_i, k_h = jax.random.split(key)
+    return {
+        'w_i': kernel_init(k_i, (input_size, hidden_size), param_dtype),
+        'w_h': recurrent_kernel_init(k_h, (hidden_size, hidden_size), param_dtype),
+        'b': jnp.zeros((hidden_size,), param_dtype),
+    }
+
+  def apply(params: Params, carry: Array, x: Array) -> tuple[Array, Array]:
+    _check_input(x, params['w_i'], 'elman')
+    new_h = jnp.tanh(x @ params['w_i'] + carry @ params['w_h'] + params['b'])
+    return new_h, new_h
+
+  return RecurrentCell(init, apply, _template(hidden_size, param_dtype), hidden_size)
+
+
+def stack(cells: Sequence[RecurrentCell]) -> RecurrentCell:
+  """Stacks L cells: the output of layer l is the input of layer l + 1.
+
+  The params and the carry are tuples with one entry per layer; the output is the last layer's.
+  """
+  cells = tuple(cells)
+  if not cells or not all(isinstance(c, RecurrentCell) for c in cells):
+    raise ValueError('`stack` needs a non-empty sequence of RecurrentCell, got '
+                     f'{[type(c).__name__ for c in cells]}.')
+
+  def init(key: PRNGKey, input_size: int) -> Params:
+    params = []
+    for cell, k in zip(cells, jax.random.split(key, len(cells))):
+      params.append(cell.init(k, input_size))
+      input_size = cell.output_size
+    return tuple(params)
+
+  def apply(params: Params, carry: Carry, x: Array) -> tuple[Carry, Array]:
+    if len(carry) != len(cells) or len(params) != len(cells):
+      raise ValueError(f'stack of {len(cells)} layers got {len(params)} params entries and a '
+                       f'carry with {len(carry)} entries; pass one per layer.')
+    new_carry = []
+    for cell, p, c in zip(cells, params, carry):
+      c, x = cell.apply(p, c, x)
+      new_carry.append(c)
+    return tuple(new_carry), x
+
+  return RecurrentCell(init, apply, tuple(c.carry_template for c in cells),
+                       cells[-1].output_size)
+
+
+def from_flax(module: nn.RNNCellBase, input_shape: tuple[int, ...] = (1,)) -> RecurrentCell:
+  """Wraps a `flax.linen` recurrent cell (LSTMCell, OptimizedLSTMCell, GRUCell, SimpleCell, ...).
+
+  The carry keeps Flax's format (`(c, h)` for LSTM cells); its shape is read off
+  `module.initialize_carry` without drawing anything: the initial carry comes from the
+  initstate strategy, not from the module's `carry_init`.
+
+  Args:
+    module: a Flax linen cell, mapping `(carry, x) -> (carry, y)`.
+    input_shape: the shape of one example's input, used only to read the carry's shape (the
+      default suits every cell whose carry does not depend on the input, i.e. all but ConvLSTM).
+
+  Returns:
+    A `RecurrentCell` whose params are the module's `variables['params']`.
+  """
+  if not isinstance(module, nn.Module):
+    raise TypeError(f'`from_flax` needs a flax.linen cell, got {type(module).__name__}.')
+  template = jax.eval_shape(lambda: module.initialize_carry(jax.random.key(0), input_shape))
+
+  def zeros_like_template(batch_shape: tuple[int, ...]) -> Carry:
+    return jax.tree.map(lambda s: jnp.zeros(batch_shape + s.shape, s.dtype), template)
+
+  def init(key: PRNGKey, input_size: int) -> Params:
+    x = jnp.zeros((1,) + input_shape[:-1] + (input_size,), jnp.float32)
+    return module.init(key, zeros_like_template((1,)), x)['params']
+
+  def apply(params: Params, carry: Carry, x: Array) -> tuple[Carry, Array]:
+    return module.apply({'params': params}, carry, x)
+
+  out = jax.eval_shape(lambda: module.init_with_output(
+      jax.random.key(0), zeros_like_template((1,)),
+      jnp.zeros((1,) + input_shape, jnp.float32))[0][1])
+  return RecurrentCell(init, apply, template, out.shape[-1])
+
+
+def as_cell(cell: RecurrentCell | nn.Module) -> RecurrentCell:
+  """Returns `cell` unchanged if it is a `RecurrentCell`, or wraps a Flax cell with `from_flax`."""
+  if isinstance(cell, RecurrentCell):
+    return cell
+  if isinstance(cell, nn.Module):
+    return from_flax(cell)
+  raise TypeError('expected an initstate RecurrentCell or a flax.linen cell, got '
+                  f'{type(cell).__name__}.')
+
+
+# Parameter conversion between layouts. Flax stores one Dense per gate; PyTorch stores
+# [gates * H, D] matrices (output-major) and two biases.
+
+
+def _kernel(p: Any, name: str) -> Array:
+  return jnp.asarray(p[name]['kernel'])
+
+
+def _bias(p: Any, name: str, size: int, dtype: Any) -> Array:
+  return jnp.asarray(p[name]['bias']) if 'bias' in p[name] else jnp.zeros((size,), dtype)
+
+
+def lstm_params_from_flax(flax_params: Params) -> Params:
+  """Params of Flax `LSTMCell` / `OptimizedLSTMCell` -> params of `lstm`."""
+  p = flax_params
+  hidden = _kernel(p, 'hi').shape[0]
+  dtype = _kernel(p, 'hi').dtype
+  return {
+      'w_i': jnp.concatenate([_kernel(p, 'i' + g) for g in 'ifgo'], axis=1),
+      'w_h': jnp.concatenate([_kernel(p, 'h' + g) for g in 'ifgo'], axis=1),
+      'b': jnp.concatenate([_bias(p, 'h' + g, hidden, dtype) + _bias(p, 'i' + g, hidden, dtype)
+                            for g in 'ifgo']),
+  }
+
+
+def lstm_params_to_flax(params: Params) -> Params:
+  """Params of `lstm` -> params of Flax `LSTMCell` / `OptimizedLSTMCell`."""
+  w_i = jnp.split(params['w_i'], 4, axis=1)
+  w_h = jnp.split(params['w_h'], 4, axis=1)
+  b = jnp.split(params['b'], 4)
+  out = {}
+  for k, g in enumerate('ifgo'):
+    out['i' + g] = {'kernel': w_i[k]}
+    out['h' + g] = {'kernel': w_h[k], 'bias': b[k]}
+  return out
+
+
+def gru_params_from_flax(flax_params: Params) -> Params:
+  """Params of Flax `GRUCell` -> params of `gru`."""
+  p = flax_params
+  hidden = _kernel(p, 'hn').shape[0]
+  dtype = _kernel(p, 'hn').dtype
+  return {
+      'w_i': jnp.concatenate([_kernel(p, 'i' + g) for g in 'rzn'], axis=1),
+      'w_h': jnp.concatenate([_kernel(p, 'h' + g) for g in 'rzn'], axis=1),
+      'b_i': jnp.concatenate([_bias(p, 'i' + g, hidden, dtype) for g in 'rzn']),
+      'b_h': jnp.concatenate([_bias(p, 'h' + g, hidden, dtype) for g in 'rzn']),
+  }
+
+
+def gru_params_to_flax(params: Params) -> Params:
+  """Params of `gru` -> params of Flax `GRUCell`; fails if `b_h` of r or z is non-zero."""
+  b_hr, b_hz, b_hn = jnp.split(params['b_h'], 3)
+  if not isinstance(b_hr, jax.core.Tracer) and (np.any(np.asarray(b_hr) != 0)
+                                                 or np.any(np.asarray(b_hz) != 0)):
+    raise ValueError('Flax GRUCell has no hidden bias for the r and z gates; fold them into '
+                     '`b_i` first (they add up inside the sigmoid).')
+  w_i = jnp.split(params['w_i'], 3, axis=1)
+  w_h = jnp.split(params['w_h'], 3, axis=1)
+  b_i = jnp.split(params['b_i'], 3)
+  out = {}
+  for k, g in enumerate('rzn'):
+    out['i' + g] = {'kernel': w_i[k], 'bias': b_i[k]}
+    out['h' + g] = {'kernel': w_h[k]}
+  out['hn']['bias'] = b_hn
+  return out
+
+
+def elman_params_from_flax(flax_params: Params) -> Params:
+  """Params of Flax `SimpleCell` -> params of `elman`."""
+  p = flax_params
+  return {'w_i': _kernel(p, 'i'), 'w_h': _kernel(p, 'h'), 'b': jnp.asarray(p['i']['bias'])}
+
+
+def elman_params_to_flax(params: Params) -> Params:
+  """Params of `elman` -> params of Flax `SimpleCell`."""
+  return {'i': {'kernel': params['w_i'], 'bias': params['b']}, 'h': {'kernel': params['w_h']}}
+
+
+def lstm_params_from_torch(weight_ih: Any, weight_hh: Any, bias_ih: Any, bias_hh: Any) -> Params:
+  """One layer of PyTorch `nn.LSTM` (`weight_ih_l0` [4H, D], ...) -> params of `lstm`."""
+  as_np = lambda t: np.asarray(t.detach().cpu().numpy() if hasattr(t, 'detach') else t)
+  return {'w_i': jnp.asarray(as_np(weight_ih).T), 'w_h': jnp.asarray(as_np(weight_hh).T),
+          'b': jnp.asarray(as_np(bias_ih) + as_np(bias_hh))}
+
+
+def gru_params_from_torch(weight_ih: Any, weight_hh: Any, bias_ih: Any, bias_hh: Any) -> Params:
+  """One layer of PyTorch `nn.GRU` (`weight_ih_l0` [3H, D], ...) -> params of `gru`."""
+  as_np = lambda t: np.asarray(t.detach().cpu().numpy() if hasattr(t, 'detach') else t)
+  return {'w_i': jnp.asarray(as_np(weight_ih).T), 'w_h': jnp.asarray(as_np(weight_hh).T),
+          'b_i': jnp.asarray(as_np(bias_ih)), 'b_h': jnp.asarray(as_np(bias_hh))}

@@ -1,0 +1,224 @@
+"""`scan_rnn`: a recurrent cell over time with `jax.lax.scan`.
+
+Semantics (batch-major shown; with `time_major=True` every `[B, T]` below is `[T, B]`):
+
+* `seq_lengths[b] = L`: steps `t >= L` are padding. They do not change the carry, their outputs
+  are zeros, and the final carry is the carry after step `L - 1` (the initial carry if L = 0).
+* `resets[b, t] = True`: before step t is computed, the carry of sequence b is replaced by a fresh
+  carry from `init_carry_fn`, drawn with the key `fold_in(reset_key, t)`, so every reset step gets
+  its own noise. Resets on padding steps are ignored.
+* `burn_in = N`: the first N steps of every sequence build up the state but are left out of the
+  returned loss `mask`. With `stop_gradient_burn_in=True` the carry is also cut from the gradient
+  at the end of the burn-in (R2D2, Kapturowski et al. 2019), and the backward pass skips those
+  steps.
+* `reverse=True`: each sequence is processed from its last valid step back to step 0 (padding
+  stays in place, as in `flax.linen.RNN`); outputs are returned in the original order. Resets and
+  burn-in count in processing order: `resets[b, t]` replaces the carry before step t is processed,
+  and the burn-in is the last N valid steps.
+"""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from initstate._src.losses import loss_mask
+from initstate._src.types import Array, Carry, PRNGKey
+
+CellFn = Callable[[Carry, Any], tuple[Carry, Any]]
+InitCarryFn = Callable[[PRNGKey | None, int], Carry]
+
+
+class ScanOutput(NamedTuple):
+  """What `scan_rnn` returns.
+
+  Attributes:
+    final_carry: the carry after each sequence's last valid step; leaves [B, ...].
+    outputs: per-step outputs, [B, T, ...] ([T, B, ...] if time-major); zeros on padding.
+    mask: [B, T] bool, True where a step counts in the loss: valid and past the burn-in.
+    carries: the carry after every step, leaves [B, T, ...] ([T, B, ...] if time-major), held
+      constant on padding; None unless `return_carries=True`.
+  """
+  final_carry: Carry
+  outputs: Any
+  mask: Array
+  carries: Carry | None
+
+
+def _tree_where(cond: Array, x: Carry, y: Carry) -> Carry:
+  """Per batch element select: `cond` [B] against leaves [B, ...]."""
+  def select(a, b):
+    c = jnp.reshape(cond, cond.shape + (1,) * (a.ndim - cond.ndim))
+    return jnp.where(c, a, b)
+  return jax.tree.map(select, x, y)
+
+
+def _is_concrete(x: Any) -> bool:
+  return not isinstance(x, jax.core.Tracer)
+
+
+def _time_flip_index(lengths: Array, num_steps: int) -> Array:
+  """[T, B] index that reverses the first lengths[b] steps of each sequence, keeping padding."""
+  t = jnp.arange(num_steps)[:, None]
+  return jnp.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)
+
+
+def _take_time(x: Array, index: Array) -> Array:
+  """Gathers x [T, B, ...] along time with index [T, B]."""
+  index = jnp.reshape(index, index.shape + (1,) * (x.ndim - 2))
+  return jnp.take_along_axis(x, index, axis=0)
+
+
+def scan_rnn(
+    cell_fn: CellFn,
+    inputs: Any,
+    initial_carry: Carry | None = None,
+    *,
+    init_carry_fn: InitCarryFn | None = None,
+    rng: PRNGKey | None = None,
+    seq_lengths: Array | None = None,
+    resets: Array | None = None,
+    burn_in: int = 0,
+    stop_gradient_burn_in: bool = False,
+    reverse: bool = False,
+    unroll: int | bool = 1,
+    time_major: bool = False,
+    return_carries: bool = False,
+) -> ScanOutput:
+  """Runs `cell_fn` over the time axis of `inputs` (see the module docstring for semantics).
+
+  Args:
+    cell_fn: `(carry, x_t) -> (carry, y_t)` with the cell's params bound, e.g.
+      `functools.partial(cell.apply, params)`; x_t and y_t have leading dim B.
+    inputs: an array [B, T, ...] (or a pytree of them); [T, B, ...] if `time_major`.
+    initial_carry: carry leaves [B, ...]. If None, `init_carry_fn(key, B)` makes it.
+    init_carry_fn: `(key, batch) -> carry`, e.g.
+      `lambda k, b: strategy.init_carry(carry_params, k, b, train=True)`. Required for
+      `resets` and when `initial_carry` is None.
+    rng: a key for `init_carry_fn`, split into one key for the initial carry and one from which
+      each reset step's key is folded; None for deterministic strategies.
+    seq_lengths: int [B], valid steps per sequence, in [0, T].
+    resets: bool [B, T], True where a new sequence starts before step t.
+    burn_in: N in [0, T - 1]: the first N steps are left out of `mask`.
+    stop_gradient_burn_in: stop the gradient through the carry at the end of the burn-in.
+    reverse: process each sequence from its end to its start.
+    unroll: `jax.lax.scan`'s unroll.
+    time_major: inputs, outputs, resets and carries are [T, B, ...].
+    return_carries: also return the carry after every step.
+
+  Returns:
+    A `ScanOutput(final_carry, outputs, mask, carries)`.
+  """
+  # ---- Shapes and argument checks. ----
+  leaves = jax.tree.leaves(inputs)
+  if not leaves:
+    raise ValueError('`inputs` has no arrays.')
+  for leaf in leaves:
+    if jnp.ndim(leaf) < 2:
+      raise ValueError(
+          f'`inputs` must have rank >= 2 ({"[T, B, ...]" if time_major else "[B, T, ...]"}), '
+          f'got shape {jnp.shape(leaf)}.')
+  t_axis, b_axis = (0, 1) if time_major else (1, 0)
+  num_steps, batch = leaves[0].shape[t_axis], leaves[0].shape[b_axis]
+  for leaf in leaves[1:]:
+    if (leaf.shape[t_axis], leaf.shape[b_axis]) != (num_steps, batch):
+      raise ValueError('all `inputs` leaves must share batch and time sizes, got shapes '
+                       f'{[l.shape for l in leaves]}.')
+  bt_name = '[T, B]' if time_major else '[B, T]'
+  if num_steps < 1:
+    raise ValueError(f'`inputs` has no time steps (shape {leaves[0].shape}).')
+  if isinstance(burn_in, bool) or not isinstance(burn_in, (int, np.integer)):
+    raise TypeError(f'`burn_in` must be a Python int, got {type(burn_in).__name__}.')
+  if not 0 <= burn_in < num_steps:
+    raise ValueError(f'`burn_in` must be in [0, T - 1] = [0, {num_steps - 1}], got {burn_in}.')
+  burn_in = int(burn_in)
+  if seq_lengths is not None:
+    seq_lengths = jnp.asarray(seq_lengths)
+    if seq_lengths.shape != (batch,) or not jnp.issubdtype(seq_lengths.dtype, jnp.integer):
+      raise ValueError(f'`seq_lengths` must be an int array of shape [B] = ({batch},), got '
+                       f'{seq_lengths.dtype} {seq_lengths.shape}.')
+    if _is_concrete(seq_lengths):
+      lo, hi = int(np.min(seq_lengths)), int(np.max(seq_lengths))
+      if lo < 0 or hi > num_steps:
+        raise ValueError(f'`seq_lengths` must lie in [0, T] = [0, {num_steps}], got values in '
+                         f'[{lo}, {hi}].')
+    else:  # Traced: values cannot be checked here; keep them in range.
+      seq_lengths = jnp.clip(seq_lengths, 0, num_steps)
+  if resets is not None:
+    resets = jnp.asarray(resets)
+    expected = (num_steps, batch) if time_major else (batch, num_steps)
+    if resets.shape != expected:
+      raise ValueError(f'`resets` must have shape {bt_name} = {expected}, got {resets.shape}.')
+    if resets.dtype != jnp.bool_ and not jnp.issubdtype(resets.dtype, jnp.integer):
+      raise ValueError(f'`resets` must be bool (or 0/1 ints), got {resets.dtype}.')
+    resets = resets.astype(jnp.bool_)
+    if init_carry_fn is None:
+      raise ValueError('`resets` needs `init_carry_fn` to make the fresh carries.')
+
+  init_key = reset_key = None
+  if rng is not None:
+    init_key, reset_key = jax.random.split(rng)
+  if initial_carry is None:
+    if init_carry_fn is None:
+      raise ValueError('pass `initial_carry` or `init_carry_fn`.')
+    initial_carry = init_carry_fn(init_key, batch)
+  for leaf in jax.tree.leaves(initial_carry):
+    if jnp.ndim(leaf) < 1 or leaf.shape[0] != batch:
+      raise ValueError(f'carry leaves must have leading batch dim B = {batch} (from `inputs` '
+                       f'{leaves[0].shape}), got a leaf of shape {jnp.shape(leaf)}.')
+
+  # ---- To the processing frame: time-major, each sequence in the order it is processed. ----
+  to_time_major = (lambda x: x) if time_major else (lambda x: jnp.swapaxes(x, 0, 1))
+  xs = jax.tree.map(to_time_major, inputs)
+  resets_tm = None if resets is None else to_time_major(resets)
+  lengths = (jnp.full((batch,), num_steps, jnp.int32) if seq_lengths is None
+             else seq_lengths.astype(jnp.int32))
+  flip = _time_flip_index(lengths, num_steps) if reverse else None
+  if reverse:
+    xs = jax.tree.map(lambda x: _take_time(x, flip), xs)
+    if resets_tm is not None:
+      resets_tm = _take_time(resets_tm, flip)
+  steps = jnp.arange(num_steps)
+  valid = steps[:, None] < lengths[None, :]  # [T, B]; a prefix in the processing frame.
+
+  def step(carry, scanned):
+    x_t, valid_t, reset_t, t = scanned
+    held = carry
+    if reset_t is not None:
+      key_t = None if reset_key is None else jax.random.fold_in(reset_key, t)
+      carry = _tree_where(reset_t, init_carry_fn(key_t, batch), carry)
+    new_carry, y = cell_fn(carry, x_t)
+    if seq_lengths is not None:
+      new_carry = _tree_where(valid_t, new_carry, held)
+      y = jax.tree.map(lambda a: jnp.where(
+          jnp.reshape(valid_t, valid_t.shape + (1,) * (a.ndim - 1)), a, jnp.zeros_like(a)), y)
+    return new_carry, (y, new_carry if return_carries else None)
+
+  def run(carry, start, stop):
+    scanned = (jax.tree.map(lambda x: x[start:stop], xs), valid[start:stop],
+               None if resets_tm is None else resets_tm[start:stop], steps[start:stop])
+    return jax.lax.scan(step, carry, scanned, unroll=unroll)
+
+  if burn_in > 0 and stop_gradient_burn_in:
+    carry, (ys_burn, cs_burn) = run(initial_carry, 0, burn_in)
+    carry, ys_burn, cs_burn = jax.lax.stop_gradient((carry, ys_burn, cs_burn))
+    final_carry, (ys, cs) = run(carry, burn_in, num_steps)
+    concat = lambda a, b: jnp.concatenate([a, b], axis=0)
+    ys = jax.tree.map(concat, ys_burn, ys)
+    cs = jax.tree.map(concat, cs_burn, cs) if return_carries else None
+  else:
+    final_carry, (ys, cs) = run(initial_carry, 0, num_steps)
+
+  # ---- Back to the caller's frame. ----
+  mask = loss_mask(lengths, num_steps, burn_in=burn_in, time_major=True)  # processing frame
+  if reverse:
+    ys, mask = jax.tree.map(lambda y: _take_time(y, flip), (ys, mask))
+    if return_carries:
+      cs = jax.tree.map(lambda c: _take_time(c, flip), cs)
+  from_time_major = (lambda x: x) if time_major else (lambda x: jnp.swapaxes(x, 0, 1))
+  ys, mask = jax.tree.map(from_time_major, (ys, mask))
+  if return_carries:
+    cs = jax.tree.map(from_time_major, cs)
+  return ScanOutput(final_carry=final_carry, outputs=ys, mask=mask, carries=cs)

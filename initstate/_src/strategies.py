@@ -1,0 +1,202 @@
+"""Initial-carry strategies: how a recurrent network's carry is set before its first step.
+
+Each strategy is a factory returning a `CarryStrategy`, a NamedTuple of pure functions in the
+style of optax:
+
+  params = strategy.init(rng, template)        # template: a carry pytree of [H]-shaped leaves
+  carry = strategy.init_carry(params, rng, batch, train=True)   # leaves [*batch, H]
+
+`template` is any pytree whose leaves have `.shape` and `.dtype` (arrays or
+`jax.ShapeDtypeStruct`, e.g. `cell.carry_template`), so LSTM pairs and stacks of layers work.
+Strategies without trainable values (`zeros`, `noisy`) return a `CarrySpec`: a pytree with no
+leaves that only records the carry's structure, so it adds nothing to a param tree or to an
+optimiser state and passes through `jax.jit` as static data.
+
+Sources: learned carry (Hinton's RNN lecture; Gers, Schraudolph and Schmidhuber, JMLR 2002);
+noisy and noisy-learned carries (R2RT, "Non-Zero Initial States for Recurrent Neural Networks",
+2016): noise is on in training only, off at evaluation (`train=False`).
+"""
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from initstate._src.types import Array, Batch, Carry, Params, PRNGKey, normalize_batch
+
+Initializer = Callable[[PRNGKey, tuple[int, ...], Any], Array]
+
+
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True)
+class CarrySpec:
+  """The structure of a carry (tree and per-leaf unit shape and dtype), with no array leaves."""
+  treedef: Any
+  shapes: tuple[tuple[int, ...], ...]
+  dtypes: tuple[Any, ...]
+
+  @classmethod
+  def from_template(cls, template: Carry) -> 'CarrySpec':
+    leaves, treedef = jax.tree.flatten(template)
+    if not leaves:
+      raise ValueError('the carry template has no leaves.')
+    for leaf in leaves:
+      if not hasattr(leaf, 'shape') or not hasattr(leaf, 'dtype'):
+        raise TypeError('carry template leaves must have .shape and .dtype (arrays or '
+                        f'jax.ShapeDtypeStruct), got {type(leaf).__name__}.')
+    return cls(treedef, tuple(tuple(l.shape) for l in leaves),
+               tuple(jnp.dtype(l.dtype) for l in leaves))
+
+  def zeros(self, batch: tuple[int, ...]) -> Carry:
+    """A carry of zeros with leading dims `batch`."""
+    return jax.tree.unflatten(
+        self.treedef, [jnp.zeros(batch + s, d) for s, d in zip(self.shapes, self.dtypes)])
+
+  def normal(self, rng: PRNGKey, batch: tuple[int, ...]) -> Carry:
+    """Standard normal draws, independent per leaf, batch element and unit."""
+    keys = jax.random.split(rng, len(self.shapes))
+    return jax.tree.unflatten(self.treedef, [
+        jax.random.normal(k, batch + s, d) for k, s, d in zip(keys, self.shapes, self.dtypes)])
+
+
+class CarryStrategy(NamedTuple):
+  """An initial-carry strategy.
+
+  Attributes:
+    init: `(rng, template) -> params`; `rng` may be None where nothing is drawn.
+    init_carry: `(params, rng, batch, *, train) -> carry` with leaves `[*batch, *unit_shape]`.
+    needs_rng: whether `init_carry` draws random numbers when `train=True` (and so needs a key).
+  """
+  init: Callable[[PRNGKey | None, Carry], Params]
+  init_carry: Callable[..., Carry]
+  needs_rng: bool
+
+
+def _check_train(train: Any) -> None:
+  if not isinstance(train, (bool, np.bool_)):
+    raise TypeError(f'`train` must be a Python bool (static), got {type(train).__name__}.')
+
+
+def _check_stddev(stddev: Any) -> None:
+  if isinstance(stddev, jax.core.Tracer):
+    return
+  if np.ndim(stddev) != 0 or not np.isfinite(stddev) or stddev < 0:
+    raise ValueError(f'`stddev` must be a finite non-negative scalar, got {stddev!r}.')
+
+
+def _need_rng(rng: PRNGKey | None, name: str) -> None:
+  if rng is None:
+    raise ValueError(f'`{name}` draws noise when train=True and needs a PRNG key: pass `rng` '
+                     '(for initstate.nn.RNN, rngs={"carry": key}), or pass train=False for '
+                     'the noise-free carry.')
+
+
+def _spec_of(params: Params, name: str) -> 'CarrySpec':
+  if not isinstance(params, CarrySpec):
+    raise TypeError(f'`{name}` expects the params made by its own `init` (a CarrySpec), '
+                    f'got {type(params).__name__}.')
+  return params
+
+
+def _broadcast(params: Params, batch: tuple[int, ...]) -> Carry:
+  return jax.tree.map(lambda p: jnp.broadcast_to(p, batch + p.shape), params)
+
+
+def _learned_init(initial_value: float | Initializer, name: str):
+  def init(rng: PRNGKey | None, template: Carry) -> Params:
+    spec = CarrySpec.from_template(template)
+    if callable(initial_value):
+      if rng is None:
+        raise ValueError(f'`{name}` with a random initializer needs a PRNG key in `init`.')
+      keys = jax.random.split(rng, len(spec.shapes))
+      leaves = [initial_value(k, s, d) for k, s, d in zip(keys, spec.shapes, spec.dtypes)]
+    else:
+      leaves = [jnp.full(s, initial_value, d) for s, d in zip(spec.shapes, spec.dtypes)]
+    return jax.tree.unflatten(spec.treedef, leaves)
+  return init
+
+
+def zeros() -> CarryStrategy:
+  """The usual zero carry; no parameters; `rng` may be None."""
+
+  def init(rng: PRNGKey | None, template: Carry) -> Params:
+    del rng
+    return CarrySpec.from_template(template)
+
+  def init_carry(params: Params, rng: PRNGKey | None, batch: Batch, *, train: bool) -> Carry:
+    del rng
+    _check_train(train)
+    return _spec_of(params, 'zeros').zeros(normalize_batch(batch))
+
+  return CarryStrategy(init, init_carry, needs_rng=False)
+
+
+def learned(initial_value: float | Initializer = 0.0) -> CarryStrategy:
+  """A trainable carry, one value per unit of every leaf (per layer, h and c apart).
+
+  The same learned carry is broadcast over the batch; it is trained by back-propagation like
+  a bias. `rng` may be None in `init_carry`, and in `init` unless `initial_value` is a random
+  initializer.
+
+  Args:
+    initial_value: a constant (zeros by default) or an initializer `(key, shape, dtype)`.
+  """
+
+  def init_carry(params: Params, rng: PRNGKey | None, batch: Batch, *, train: bool) -> Carry:
+    del rng
+    _check_train(train)
+    return _broadcast(params, normalize_batch(batch))
+
+  return CarryStrategy(_learned_init(initial_value, 'learned'), init_carry, needs_rng=False)
+
+
+def noisy(stddev: float) -> CarryStrategy:
+  """Zero-mean Gaussian noise in training, exactly zeros at evaluation (R2RT 2016).
+
+  carry = stddev * N(0, I) drawn independently per batch element and unit when `train=True`;
+  zeros when `train=False`. A missing key in training is an error.
+
+  Args:
+    stddev: the noise's standard deviation (>= 0; 0 gives exactly `zeros`).
+  """
+  _check_stddev(stddev)
+
+  def init(rng: PRNGKey | None, template: Carry) -> Params:
+    del rng
+    return CarrySpec.from_template(template)
+
+  def init_carry(params: Params, rng: PRNGKey | None, batch: Batch, *, train: bool) -> Carry:
+    _check_train(train)
+    spec = _spec_of(params, 'noisy')
+    batch = normalize_batch(batch)
+    if not train:
+      return spec.zeros(batch)
+    _need_rng(rng, 'noisy')
+    return jax.tree.map(lambda n: stddev * n, spec.normal(rng, batch))
+
+  return CarryStrategy(init, init_carry, needs_rng=True)
+
+
+def noisy_learned(stddev: float, initial_value: float | Initializer = 0.0) -> CarryStrategy:
+  """A learned carry plus zero-mean Gaussian noise in training; exactly the learned carry at eval.
+
+  Args:
+    stddev: the noise's standard deviation (>= 0; 0 gives exactly `learned`).
+    initial_value: the learned carry's initial value, as in `learned`.
+  """
+  _check_stddev(stddev)
+
+  def init_carry(params: Params, rng: PRNGKey | None, batch: Batch, *, train: bool) -> Carry:
+    _check_train(train)
+    batch = normalize_batch(batch)
+    carry = _broadcast(params, batch)
+    if not train:
+      return carry
+    _need_rng(rng, 'noisy_learned')
+    noise = CarrySpec.from_template(params).normal(rng, batch)
+    return jax.tree.map(lambda c, n: c + stddev * n, carry, noise)
+
+  return CarryStrategy(_learned_init(initial_value, 'noisy_learned'), init_carry, needs_rng=True)
