@@ -90,6 +90,11 @@ def _check_input(x: Array, w_i: Array, name: str) -> None:
         f'{w_i.shape[0]} input features (last axis).')
 
 
+def _bias_add(y: Array, b: Array) -> Array:
+  """y [..., N] + b [N], without implicit rank promotion (safe under rank_promotion='raise')."""
+  return y + jnp.reshape(b, (1,) * (y.ndim - 1) + b.shape)
+
+
 def _template(hidden_size: int, dtype: Any) -> jax.ShapeDtypeStruct:
   return jax.ShapeDtypeStruct((hidden_size,), jnp.dtype(dtype))
 
@@ -130,7 +135,7 @@ def lstm(
   def apply(params: Params, carry: LSTMCarry, x: Array) -> tuple[LSTMCarry, Array]:
     _check_input(x, params['w_i'], 'lstm')
     h, c = carry
-    gates = x @ params['w_i'] + h @ params['w_h'] + params['b']
+    gates = _bias_add(x @ params['w_i'] + h @ params['w_h'], params['b'])
     i, f, g, o = jnp.split(gates, 4, axis=-1)
     new_c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
     new_h = jax.nn.sigmoid(o) * jnp.tanh(new_c)
@@ -162,8 +167,8 @@ def gru(
 
   def apply(params: Params, carry: Array, x: Array) -> tuple[Array, Array]:
     _check_input(x, params['w_i'], 'gru')
-    xi = x @ params['w_i'] + params['b_i']
-    hh = carry @ params['w_h'] + params['b_h']
+    xi = _bias_add(x @ params['w_i'], params['b_i'])
+    hh = _bias_add(carry @ params['w_h'], params['b_h'])
     xr, xz, xn = jnp.split(xi, 3, axis=-1)
     hr, hz, hn = jnp.split(hh, 3, axis=-1)
     r = jax.nn.sigmoid(xr + hr)
@@ -196,7 +201,7 @@ def elman(
 
   def apply(params: Params, carry: Array, x: Array) -> tuple[Array, Array]:
     _check_input(x, params['w_i'], 'elman')
-    new_h = jnp.tanh(x @ params['w_i'] + carry @ params['w_h'] + params['b'])
+    new_h = jnp.tanh(_bias_add(x @ params['w_i'] + carry @ params['w_h'], params['b']))
     return new_h, new_h
 
   return RecurrentCell(init, apply, _template(hidden_size, param_dtype), hidden_size)

@@ -140,7 +140,8 @@ def scan_rnn(
       raise ValueError(f'`seq_lengths` must be an int array of shape [B] = ({batch},), got '
                        f'{seq_lengths.dtype} {seq_lengths.shape}.')
     if _is_concrete(seq_lengths):
-      lo, hi = int(np.min(seq_lengths)), int(np.max(seq_lengths))
+      values = np.asarray(seq_lengths)
+      lo, hi = int(values.min(initial=0)), int(values.max(initial=0))
       if lo < 0 or hi > num_steps:
         raise ValueError(f'`seq_lengths` must lie in [0, T] = [0, {num_steps}], got values in '
                          f'[{lo}, {hi}].')

@@ -1,0 +1,530 @@
+"""Tests of `initstate._src.cells`: agreement with Flax (and PyTorch), converters, stack, errors."""
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import initstate
+from initstate import LSTMCarry
+
+B, D, H, T = 3, 4, 5, 4
+TOL = dict(atol=1e-5, rtol=1e-5)
+F32 = jnp.float32
+
+# name, Flax module class, our cell factory, converter Flax -> ours, converter ours -> Flax.
+FLAX_CASES = (
+    ('lstm', nn.LSTMCell, initstate.lstm, initstate.lstm_params_from_flax,
+     initstate.lstm_params_to_flax),
+    ('optimized_lstm', nn.OptimizedLSTMCell, initstate.lstm, initstate.lstm_params_from_flax,
+     initstate.lstm_params_to_flax),
+    ('gru', nn.GRUCell, initstate.gru, initstate.gru_params_from_flax,
+     initstate.gru_params_to_flax),
+    ('elman', nn.SimpleCell, initstate.elman, initstate.elman_params_from_flax,
+     initstate.elman_params_to_flax),
+)
+
+
+def _normal(key, shape):
+  return jax.random.normal(key, shape, F32)
+
+
+def _perturb(tree, key, scale=0.5):
+  """Adds noise to every leaf, so that the (zero-initialised) biases become non-zero."""
+  leaves, treedef = jax.tree.flatten(tree)
+  keys = jax.random.split(key, len(leaves))
+  return jax.tree.unflatten(
+      treedef, [l + scale * _normal(k, l.shape) for l, k in zip(leaves, keys)])
+
+
+def _is_lstm(module_cls):
+  return module_cls in (nn.LSTMCell, nn.OptimizedLSTMCell)
+
+
+def _flax_carry(module_cls, key, batch=(B,)):
+  """A random carry in Flax's format: (c, h) for the LSTMs, h otherwise."""
+  k_c, k_h = jax.random.split(key)
+  if _is_lstm(module_cls):
+    return (_normal(k_c, batch + (H,)), _normal(k_h, batch + (H,)))
+  return _normal(k_h, batch + (H,))
+
+
+def _to_ours(module_cls, flax_carry):
+  """Flax carry -> our carry, written out by hand (not through `lstm_carry_from_flax`)."""
+  if _is_lstm(module_cls):
+    c, h = flax_carry
+    return LSTMCarry(h=h, c=c)
+  return flax_carry
+
+
+def _setup(module_cls, key):
+  """Returns (module, perturbed Flax params, carry in Flax format, x [B, D])."""
+  k_init, k_noise, k_carry, k_x = jax.random.split(key, 4)
+  module = module_cls(features=H)
+  flax_carry = _flax_carry(module_cls, k_carry)
+  x = _normal(k_x, (B, D))
+  flax_params = module.init(k_init, flax_carry, x)['params']
+  flax_params = _perturb(flax_params, k_noise)
+  return module, flax_params, flax_carry, x
+
+
+def _weighted_sum(tree, weights):
+  return sum(jnp.sum(a * w) for a, w in zip(jax.tree.leaves(tree), jax.tree.leaves(weights)))
+
+
+class FlaxAgreementTest(parameterized.TestCase):
+  """Our cells against the Flax cells, with parameters copied by `*_params_from_flax`."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.named_parameters(*[(n, m, c, f) for n, m, c, f, _ in FLAX_CASES])
+  def test_one_step(self, module_cls, cell_fn, from_flax_fn):
+    module, flax_params, flax_carry, x = _setup(module_cls, jax.random.key(0))
+    params = from_flax_fn(flax_params)
+    cell = cell_fn(H)
+
+    want_carry, want_y = self.variant(
+        lambda p, c, x: module.apply({'params': p}, c, x))(flax_params, flax_carry, x)
+    got_carry, got_y = self.variant(cell.apply)(params, _to_ours(module_cls, flax_carry), x)
+
+    self.assertEqual(got_y.shape, (B, H))
+    np.testing.assert_allclose(got_y, want_y, **TOL)
+    if _is_lstm(module_cls):
+      self.assertIsInstance(got_carry, LSTMCarry)
+      np.testing.assert_allclose(got_carry.c, want_carry[0], **TOL)
+      np.testing.assert_allclose(got_carry.h, want_carry[1], **TOL)
+    else:
+      np.testing.assert_allclose(got_carry, want_carry, **TOL)
+
+  @parameterized.named_parameters(*[(n, m, f) for n, m, _, f, _ in FLAX_CASES])
+  def test_perturbed_biases_are_nonzero(self, module_cls, from_flax_fn):
+    # Guards the other tests: the biases they copy really are non-zero.
+    _, flax_params, _, _ = _setup(module_cls, jax.random.key(0))
+    params = from_flax_fn(flax_params)
+    for name in ('b', 'b_i'):
+      if name in params:
+        self.assertGreater(float(jnp.min(jnp.abs(params[name]))), 0.0)
+    if 'b_h' in params:  # Flax's GRU only has the n-gate hidden bias.
+      self.assertGreater(float(jnp.min(jnp.abs(params['b_h'][2 * H:]))), 0.0)
+      np.testing.assert_array_equal(params['b_h'][:2 * H], np.zeros(2 * H))
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.named_parameters(*[(n, m, c, f) for n, m, c, f, _ in FLAX_CASES])
+  def test_gradients(self, module_cls, cell_fn, from_flax_fn):
+    module, flax_params, flax_carry, x = _setup(module_cls, jax.random.key(1))
+    params = from_flax_fn(flax_params)
+    cell = cell_fn(H)
+    k_y, k_c = jax.random.split(jax.random.key(2))
+    w_y = _normal(k_y, (B, H))
+    w_carry_flax = _flax_carry(module_cls, k_c)
+    w_carry = _to_ours(module_cls, w_carry_flax)
+
+    def flax_loss(p, c, x):
+      new_c, y = module.apply({'params': p}, c, x)
+      return jnp.sum(y * w_y) + _weighted_sum(new_c, w_carry_flax)
+
+    def our_loss(p, c, x):
+      new_c, y = cell.apply(p, c, x)
+      return jnp.sum(y * w_y) + _weighted_sum(new_c, w_carry)
+
+    want_loss, want_grads = self.variant(jax.value_and_grad(flax_loss, argnums=(0, 1, 2)))(
+        flax_params, flax_carry, x)
+    got_loss, got_grads = self.variant(jax.value_and_grad(our_loss, argnums=(0, 1, 2)))(
+        params, _to_ours(module_cls, flax_carry), x)
+    want_gp, want_gc, want_gx = want_grads
+    got_gp, got_gc, got_gx = got_grads
+
+    np.testing.assert_allclose(got_loss, want_loss, **TOL)
+    np.testing.assert_allclose(got_gx, want_gx, **TOL)
+    chex.assert_trees_all_close(got_gc, _to_ours(module_cls, want_gc), **TOL)
+    self.assertGreater(float(jnp.max(jnp.abs(got_gx))), 0.0)
+
+    # The converter is linear, so it maps Flax's param gradients to ours, except for GRU's
+    # hidden r/z biases, which Flax lacks: their gradient is that of the input r/z biases.
+    want_gp = from_flax_fn(want_gp)
+    if 'b_h' in got_gp:
+      np.testing.assert_allclose(got_gp['b_h'][:2 * H], want_gp['b_i'][:2 * H], **TOL)
+      np.testing.assert_allclose(got_gp['b_h'][2 * H:], want_gp['b_h'][2 * H:], **TOL)
+      got_gp = {k: v for k, v in got_gp.items() if k != 'b_h'}
+      want_gp = {k: v for k, v in want_gp.items() if k != 'b_h'}
+    chex.assert_trees_all_close(got_gp, want_gp, **TOL)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.named_parameters(*[(n, m, c, f) for n, m, c, f, _ in FLAX_CASES])
+  def test_several_steps(self, module_cls, cell_fn, from_flax_fn):
+    module, flax_params, flax_carry, _ = _setup(module_cls, jax.random.key(3))
+    xs = _normal(jax.random.key(4), (T, B, D))
+    params = from_flax_fn(flax_params)
+    cell = cell_fn(H)
+
+    def flax_run(p, c, xs):
+      return jax.lax.scan(lambda c, x: module.apply({'params': p}, c, x), c, xs)
+
+    def our_run(p, c, xs):
+      return jax.lax.scan(lambda c, x: cell.apply(p, c, x), c, xs)
+
+    want_carry, want_ys = self.variant(flax_run)(flax_params, flax_carry, xs)
+    got_carry, got_ys = self.variant(our_run)(params, _to_ours(module_cls, flax_carry), xs)
+    self.assertEqual(got_ys.shape, (T, B, H))
+    np.testing.assert_allclose(got_ys, want_ys, **TOL)
+    chex.assert_trees_all_close(got_carry, _to_ours(module_cls, want_carry), **TOL)
+
+    # The same with a plain Python loop over our cell.
+    carry = _to_ours(module_cls, flax_carry)
+    for t in range(T):
+      carry, y = cell.apply(params, carry, xs[t])
+      np.testing.assert_allclose(y, want_ys[t], **TOL)
+    chex.assert_trees_all_close(carry, _to_ours(module_cls, want_carry), **TOL)
+
+  @parameterized.named_parameters(*[(n, m, c, f) for n, m, c, f, _ in FLAX_CASES])
+  def test_leading_batch_axes(self, module_cls, cell_fn, from_flax_fn):
+    # Every leading axis is a batch axis: no batch axis, one, or two give the same rows.
+    _, flax_params, _, _ = _setup(module_cls, jax.random.key(5))
+    params = from_flax_fn(flax_params)
+    cell = cell_fn(H)
+    carry = _to_ours(module_cls, _flax_carry(module_cls, jax.random.key(6), batch=(2, 3)))
+    x = _normal(jax.random.key(7), (2, 3, D))
+    got_carry, got_y = cell.apply(params, carry, x)
+    self.assertEqual(got_y.shape, (2, 3, H))
+    for i in range(2):
+      for j in range(3):
+        row = jax.tree.map(lambda a: a[i, j], carry)
+        want_carry, want_y = cell.apply(params, row, x[i, j])
+        self.assertEqual(want_y.shape, (H,))
+        np.testing.assert_allclose(got_y[i, j], want_y, **TOL)
+        chex.assert_trees_all_close(jax.tree.map(lambda a: a[i, j], got_carry), want_carry,
+                                    **TOL)
+
+
+class ConversionTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(*[(n, m, f, t) for n, m, _, f, t in FLAX_CASES])
+  def test_flax_round_trip(self, module_cls, from_flax_fn, to_flax_fn):
+    _, flax_params, _, _ = _setup(module_cls, jax.random.key(8))
+    back = to_flax_fn(from_flax_fn(flax_params))
+    chex.assert_trees_all_equal_structs(back, flax_params)
+    chex.assert_trees_all_close(back, flax_params, **TOL)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.named_parameters(*[(n, m, c, f, t) for n, m, c, f, t in FLAX_CASES])
+  def test_to_flax_runs_in_flax(self, module_cls, cell_fn, from_flax_fn, to_flax_fn):
+    # Ours -> Flax: our params (with random non-zero biases) drive the Flax module identically.
+    cell = cell_fn(H)
+    params = _perturb(cell.init(jax.random.key(9), D), jax.random.key(10))
+    if 'b_h' in params:  # Flax's GRU cannot hold hidden r/z biases.
+      params['b_h'] = params['b_h'].at[:2 * H].set(0.0)
+    flax_params = to_flax_fn(params)
+    chex.assert_trees_all_close(from_flax_fn(flax_params), params, **TOL)
+    module = module_cls(features=H)
+    flax_carry = _flax_carry(module_cls, jax.random.key(11))
+    x = _normal(jax.random.key(12), (B, D))
+    want_carry, want_y = self.variant(
+        lambda p, c, x: module.apply({'params': p}, c, x))(flax_params, flax_carry, x)
+    got_carry, got_y = self.variant(cell.apply)(params, _to_ours(module_cls, flax_carry), x)
+    np.testing.assert_allclose(got_y, want_y, **TOL)
+    chex.assert_trees_all_close(got_carry, _to_ours(module_cls, want_carry), **TOL)
+
+  @parameterized.named_parameters(('r', 0), ('z', 1))
+  def test_gru_to_flax_rejects_hidden_rz_bias(self, gate):
+    params = initstate.gru(H).init(jax.random.key(0), D)
+    params['b_h'] = params['b_h'].at[gate * H + 1].set(0.25)
+    with self.assertRaises(ValueError):
+      initstate.gru_params_to_flax(params)
+
+  def test_gru_to_flax_accepts_hidden_n_bias(self):
+    params = initstate.gru(H).init(jax.random.key(0), D)
+    params['b_h'] = params['b_h'].at[2 * H:].set(0.25)
+    flax_params = initstate.gru_params_to_flax(params)
+    np.testing.assert_allclose(flax_params['hn']['bias'], np.full((H,), 0.25), **TOL)
+    self.assertNotIn('bias', flax_params['hr'])
+    self.assertNotIn('bias', flax_params['hz'])
+
+  def test_lstm_carry_conversion(self):
+    h = jnp.arange(6.0).reshape(2, 3)
+    c = -h - 1.0
+    carry = LSTMCarry(h=h, c=c)
+    self.assertEqual(LSTMCarry._fields, ('h', 'c'))
+    flax_carry = initstate.lstm_carry_to_flax(carry)
+    self.assertIsInstance(flax_carry, tuple)
+    self.assertLen(flax_carry, 2)
+    np.testing.assert_array_equal(flax_carry[0], c)  # Flax: (c, h).
+    np.testing.assert_array_equal(flax_carry[1], h)
+    back = initstate.lstm_carry_from_flax(flax_carry)
+    self.assertIsInstance(back, LSTMCarry)
+    np.testing.assert_array_equal(back.h, h)
+    np.testing.assert_array_equal(back.c, c)
+    again = initstate.lstm_carry_to_flax(initstate.lstm_carry_from_flax((c, h)))
+    np.testing.assert_array_equal(again[0], c)
+    np.testing.assert_array_equal(again[1], h)
+
+  def test_lstm_carry_conversion_matches_flax_cell(self):
+    # Feeding Flax's carry through `lstm_carry_from_flax` gives the same step as Flax.
+    module, flax_params, flax_carry, x = _setup(nn.LSTMCell, jax.random.key(13))
+    want_carry, _ = module.apply({'params': flax_params}, flax_carry, x)
+    got_carry, _ = initstate.lstm(H).apply(
+        initstate.lstm_params_from_flax(flax_params),
+        initstate.lstm_carry_from_flax(flax_carry), x)
+    chex.assert_trees_all_close(initstate.lstm_carry_to_flax(got_carry), want_carry, **TOL)
+
+
+class InitTest(parameterized.TestCase):
+
+  def test_lstm_init(self):
+    params = initstate.lstm(H, forget_bias=1.5).init(jax.random.key(0), D)
+    chex.assert_shape(params['w_i'], (D, 4 * H))
+    chex.assert_shape(params['w_h'], (H, 4 * H))
+    want_b = np.zeros(4 * H, np.float32)
+    want_b[H:2 * H] = 1.5  # Gates (i, f, g, o): only the forget bias is set.
+    np.testing.assert_array_equal(params['b'], want_b)
+    self.assertEqual(params['w_i'].dtype, jnp.float32)
+
+  def test_gru_and_elman_init(self):
+    p = initstate.gru(H).init(jax.random.key(0), D)
+    chex.assert_shape([p['w_i'], p['w_h'], p['b_i'], p['b_h']],
+                      [(D, 3 * H), (H, 3 * H), (3 * H,), (3 * H,)])
+    np.testing.assert_array_equal(p['b_i'], np.zeros(3 * H))
+    p = initstate.elman(H).init(jax.random.key(0), D)
+    chex.assert_shape([p['w_i'], p['w_h'], p['b']], [(D, H), (H, H), (H,)])
+
+  @parameterized.named_parameters(('lstm', initstate.lstm), ('gru', initstate.gru),
+                                  ('elman', initstate.elman))
+  def test_carry_template(self, cell_fn):
+    cell = cell_fn(H)
+    self.assertEqual(cell.output_size, H)
+    leaves = jax.tree.leaves(cell.carry_template)
+    self.assertNotEmpty(leaves)
+    for leaf in leaves:
+      self.assertEqual(leaf, jax.ShapeDtypeStruct((H,), jnp.float32))
+    if cell_fn is initstate.lstm:
+      self.assertIsInstance(cell.carry_template, LSTMCarry)
+
+
+class StackTest(parameterized.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_stack(self):
+    cells = [initstate.lstm(4), initstate.gru(3), initstate.elman(5)]
+    stacked = initstate.stack(cells)
+    d = 2
+    params = stacked.init(jax.random.key(0), d)
+    self.assertIsInstance(params, tuple)
+    self.assertLen(params, 3)
+    chex.assert_shape([params[0]['w_i'], params[1]['w_i'], params[2]['w_i']],
+                      [(d, 16), (4, 9), (3, 5)])
+    self.assertEqual(stacked.output_size, 5)
+    template = stacked.carry_template
+    self.assertIsInstance(template, tuple)
+    self.assertLen(template, 3)
+    self.assertEqual(template[0], LSTMCarry(h=jax.ShapeDtypeStruct((4,), F32),
+                                            c=jax.ShapeDtypeStruct((4,), F32)))
+    self.assertEqual(template[1], jax.ShapeDtypeStruct((3,), F32))
+    self.assertEqual(template[2], jax.ShapeDtypeStruct((5,), F32))
+
+    keys = jax.random.split(jax.random.key(1), 5)
+    params = _perturb(params, keys[0])
+    carry = (LSTMCarry(h=_normal(keys[1], (B, 4)), c=_normal(keys[2], (B, 4))),
+             _normal(keys[3], (B, 3)), _normal(keys[4], (B, 5)))
+    x = _normal(jax.random.key(2), (B, d))
+    got_carry, got_y = self.variant(stacked.apply)(params, carry, x)
+
+    c0, y0 = cells[0].apply(params[0], carry[0], x)
+    c1, y1 = cells[1].apply(params[1], carry[1], y0)
+    c2, y2 = cells[2].apply(params[2], carry[2], y1)
+    self.assertIsInstance(got_carry, tuple)
+    self.assertLen(got_carry, 3)
+    self.assertEqual(got_y.shape, (B, 5))
+    np.testing.assert_allclose(got_y, y2, **TOL)
+    chex.assert_trees_all_close(got_carry, (c0, c1, c2), **TOL)
+    np.testing.assert_allclose(got_carry[2], got_y, **TOL)
+
+  def test_stack_layers_get_different_keys(self):
+    params = initstate.stack([initstate.elman(3), initstate.elman(3)]).init(
+        jax.random.key(0), 3)
+    self.assertFalse(np.allclose(params[0]['w_h'], params[1]['w_h']))
+
+  def test_stack_wrong_number_of_carries(self):
+    stacked = initstate.stack([initstate.elman(3), initstate.elman(3)])
+    params = stacked.init(jax.random.key(0), 2)
+    with self.assertRaisesRegex(ValueError, 'one per layer'):
+      stacked.apply(params, (jnp.zeros((B, 3)),), jnp.zeros((B, 2)))
+
+
+class FromFlaxTest(parameterized.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.named_parameters(('from_flax', initstate.from_flax),
+                                  ('as_cell', initstate.as_cell))
+  def test_lstm_cell(self, wrap):
+    module = nn.LSTMCell(4)
+    cell = wrap(module)
+    self.assertIsInstance(cell, initstate.RecurrentCell)
+    sds = jax.ShapeDtypeStruct((4,), jnp.float32)
+    self.assertEqual(cell.carry_template, (sds, sds))  # Flax's (c, h).
+    self.assertNotIsInstance(cell.carry_template, LSTMCarry)
+    self.assertEqual(cell.output_size, 4)
+
+    key = jax.random.key(0)
+    params = cell.init(key, 3)
+    want_params = module.init(key, (jnp.zeros((1, 4)), jnp.zeros((1, 4))),
+                              jnp.zeros((1, 3)))['params']
+    chex.assert_trees_all_close(params, want_params)
+    chex.assert_shape(params['ii']['kernel'], (3, 4))
+
+    params = _perturb(params, jax.random.key(1))
+    carry = (_normal(jax.random.key(2), (B, 4)), _normal(jax.random.key(3), (B, 4)))
+    x = _normal(jax.random.key(4), (B, 3))
+    got_carry, got_y = self.variant(cell.apply)(params, carry, x)
+    want_carry, want_y = module.apply({'params': params}, carry, x)
+    np.testing.assert_allclose(got_y, want_y, **TOL)
+    chex.assert_trees_all_close(got_carry, want_carry, **TOL)
+    # And the wrapped cell agrees with our own `lstm` after conversion.
+    ours_carry, ours_y = initstate.lstm(4).apply(
+        initstate.lstm_params_from_flax(params), initstate.lstm_carry_from_flax(carry), x)
+    np.testing.assert_allclose(ours_y, got_y, **TOL)
+    chex.assert_trees_all_close(initstate.lstm_carry_to_flax(ours_carry), got_carry, **TOL)
+
+  @parameterized.named_parameters(
+      ('lstm', nn.LSTMCell(4), 4, 2), ('optimized_lstm', nn.OptimizedLSTMCell(3), 3, 2),
+      ('gru', nn.GRUCell(5), 5, 1), ('simple', nn.SimpleCell(6), 6, 1))
+  def test_output_size_and_template(self, module, size, num_leaves):
+    cell = initstate.from_flax(module)
+    self.assertEqual(cell.output_size, size)
+    leaves = jax.tree.leaves(cell.carry_template)
+    self.assertLen(leaves, num_leaves)
+    for leaf in leaves:
+      self.assertEqual(leaf, jax.ShapeDtypeStruct((size,), jnp.float32))
+    params = cell.init(jax.random.key(0), 2)
+    carry = jax.tree.map(lambda s: jnp.ones((B,) + s.shape, s.dtype), cell.carry_template)
+    _, y = cell.apply(params, carry, jnp.ones((B, 2)))
+    self.assertEqual(y.shape, (B, size))
+
+  def test_as_cell_returns_cells_unchanged(self):
+    cell = initstate.gru(3)
+    self.assertIs(initstate.as_cell(cell), cell)
+
+
+class ErrorTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(
+      ('lstm_zero', initstate.lstm, 0), ('gru_negative', initstate.gru, -2),
+      ('elman_float', initstate.elman, 2.5), ('lstm_none', initstate.lstm, None))
+  def test_bad_hidden_size(self, cell_fn, size):
+    with self.assertRaises(ValueError):
+      cell_fn(size)
+
+  def test_lstm_zero(self):
+    with self.assertRaisesRegex(ValueError, 'hidden_size'):
+      initstate.lstm(0)
+
+  @parameterized.named_parameters(('lstm', initstate.lstm), ('gru', initstate.gru),
+                                  ('elman', initstate.elman))
+  def test_bad_input_size(self, cell_fn):
+    with self.assertRaisesRegex(ValueError, 'input_size'):
+      cell_fn(H).init(jax.random.key(0), 0)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.named_parameters(('lstm', initstate.lstm), ('gru', initstate.gru),
+                                  ('elman', initstate.elman))
+  def test_wrong_input_features(self, cell_fn):
+    cell = cell_fn(H)
+    params = cell.init(jax.random.key(0), D)
+    carry = jax.tree.map(lambda s: jnp.zeros((B,) + s.shape, s.dtype), cell.carry_template)
+    x = jnp.zeros((B, D + 2))
+    with self.assertRaisesRegex(ValueError, r'\(3, 6\)'):
+      self.variant(cell.apply)(params, carry, x)
+
+  def test_wrong_input_features_in_stack(self):
+    stacked = initstate.stack([initstate.lstm(4), initstate.elman(3)])
+    params = stacked.init(jax.random.key(0), 2)
+    carry = jax.tree.map(lambda s: jnp.zeros((B,) + s.shape, s.dtype), stacked.carry_template)
+    with self.assertRaisesRegex(ValueError, r'\(3, 5\)'):
+      stacked.apply(params, carry, jnp.zeros((B, 5)))
+
+  def test_empty_stack(self):
+    with self.assertRaises(ValueError):
+      initstate.stack([])
+
+  def test_stack_of_non_cells(self):
+    with self.assertRaises(ValueError):
+      initstate.stack([initstate.lstm(3), 'not a cell'])
+
+  def test_as_cell_rejects_non_cells(self):
+    with self.assertRaises(TypeError):
+      initstate.as_cell(42)
+
+  def test_from_flax_rejects_non_modules(self):
+    with self.assertRaises(TypeError):
+      initstate.from_flax(42)
+
+
+def _import_torch(test):
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    test.skipTest('PyTorch is not installed.')
+  return torch
+
+
+class TorchAgreementTest(parameterized.TestCase):
+  """Our cells against one layer of `torch.nn.LSTM` / `torch.nn.GRU` (skipped without torch)."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_lstm(self):
+    torch = _import_torch(self)
+    torch.manual_seed(0)
+    module = torch.nn.LSTM(D, H, batch_first=True)
+    xs = torch.randn(B, T, D)
+    h0, c0 = torch.randn(1, B, H), torch.randn(1, B, H)
+    with torch.no_grad():
+      want_ys, (want_h, want_c) = module(xs, (h0, c0))
+    params = initstate.lstm_params_from_torch(module.weight_ih_l0, module.weight_hh_l0,
+                                              module.bias_ih_l0, module.bias_hh_l0)
+    chex.assert_shape([params['w_i'], params['w_h'], params['b']],
+                      [(D, 4 * H), (H, 4 * H), (4 * H,)])
+    cell = initstate.lstm(H)
+
+    def run(p, carry, xs):  # xs [B, T, D] -> ys [B, T, H]
+      carry, ys = jax.lax.scan(lambda c, x: cell.apply(p, c, x), carry,
+                               jnp.swapaxes(xs, 0, 1))
+      return carry, jnp.swapaxes(ys, 0, 1)
+
+    carry0 = LSTMCarry(h=jnp.asarray(h0.numpy()[0]), c=jnp.asarray(c0.numpy()[0]))
+    got_carry, got_ys = self.variant(run)(params, carry0, jnp.asarray(xs.numpy()))
+    np.testing.assert_allclose(got_ys, want_ys.numpy(), **TOL)
+    np.testing.assert_allclose(got_carry.h, want_h.numpy()[0], **TOL)
+    np.testing.assert_allclose(got_carry.c, want_c.numpy()[0], **TOL)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_gru(self):
+    torch = _import_torch(self)
+    torch.manual_seed(1)
+    module = torch.nn.GRU(D, H, batch_first=True)
+    xs = torch.randn(B, T, D)
+    h0 = torch.randn(1, B, H)
+    with torch.no_grad():
+      want_ys, want_h = module(xs, h0)
+    params = initstate.gru_params_from_torch(module.weight_ih_l0, module.weight_hh_l0,
+                                             module.bias_ih_l0, module.bias_hh_l0)
+    cell = initstate.gru(H)
+
+    def run(p, carry, xs):
+      carry, ys = jax.lax.scan(lambda c, x: cell.apply(p, c, x), carry,
+                               jnp.swapaxes(xs, 0, 1))
+      return carry, jnp.swapaxes(ys, 0, 1)
+
+    got_h, got_ys = self.variant(run)(params, jnp.asarray(h0.numpy()[0]),
+                                      jnp.asarray(xs.numpy()))
+    np.testing.assert_allclose(got_ys, want_ys.numpy(), **TOL)
+    np.testing.assert_allclose(got_h, want_h.numpy()[0], **TOL)
+
+    # A Python loop over time gives the same.
+    carry = jnp.asarray(h0.numpy()[0])
+    for t in range(T):
+      carry, y = cell.apply(params, carry, jnp.asarray(xs.numpy()[:, t]))
+      np.testing.assert_allclose(y, want_ys.numpy()[:, t], **TOL)
+
+
+if __name__ == '__main__':
+  absltest.main()
