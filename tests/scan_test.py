@@ -26,7 +26,8 @@ def _setup(cell=None, seed=0):
 
 def _learned_params(template, seed=1):
   params = initstate.learned().init(None, template)
-  keys = jax.random.split(jax.random.key(seed), len(jax.tree.leaves(params)))
+  keys = jax.random.split(jax.random.fold_in(jax.random.key(0), seed),
+                          len(jax.tree.leaves(params)))
   leaves = [jax.random.normal(k, p.shape) for k, p in zip(keys, jax.tree.leaves(params))]
   return jax.tree.unflatten(jax.tree.structure(params), leaves)
 
@@ -83,6 +84,19 @@ class BasicTest(parameterized.TestCase):
     np.testing.assert_allclose(un.outputs, ref.outputs, atol=1e-6)
     chex.assert_trees_all_close(tm.final_carry, ref.final_carry, atol=1e-6)
     chex.assert_trees_all_close(un.final_carry, ref.final_carry, atol=1e-6)
+
+  def test_vmap_over_a_sweep_of_learned_carries(self):
+    cell, params, x = _setup()
+    sweep = jax.vmap(lambda k: _learned_params(cell.carry_template, k))(jnp.arange(3))
+
+    def run(carry_params):
+      init_fn = lambda k, b: initstate.learned().init_carry(carry_params, k, b, train=True)
+      return initstate.scan_rnn(functools.partial(cell.apply, params), x,
+                                init_carry_fn=init_fn, burn_in=2).outputs
+
+    batched = jax.jit(jax.vmap(run))(sweep)
+    for i in range(3):
+      np.testing.assert_allclose(batched[i], run(_row(sweep, i)), atol=1e-6)
 
   def test_pytree_inputs(self):
     cell, params, x = _setup()
