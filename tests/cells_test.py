@@ -28,28 +28,30 @@ FLAX_CASES = (
 )
 
 
-def _normal(key, shape):
-  return jax.random.normal(key, shape, F32)
+def _normal(seed, shape, scale=1.0):
+  """Random float32 data from NumPy: no JAX compilation per new shape, so the tests stay fast."""
+  return jnp.asarray(scale * np.random.default_rng(seed).standard_normal(shape), F32)
 
 
-def _perturb(tree, key, scale=0.5):
-  """Adds noise to every leaf, so that the (zero-initialised) biases become non-zero."""
+def _random_like(tree, seed, scale=0.5):
+  """A pytree of the structure/shapes of `tree` (arrays or ShapeDtypeStructs), random values.
+
+  Used for parameters: every leaf, biases included, is random and non-zero.
+  """
   leaves, treedef = jax.tree.flatten(tree)
-  keys = jax.random.split(key, len(leaves))
   return jax.tree.unflatten(
-      treedef, [l + scale * _normal(k, l.shape) for l, k in zip(leaves, keys)])
+      treedef, [_normal((seed, i), l.shape, scale) for i, l in enumerate(leaves)])
 
 
 def _is_lstm(module_cls):
   return module_cls in (nn.LSTMCell, nn.OptimizedLSTMCell)
 
 
-def _flax_carry(module_cls, key, batch=(B,)):
+def _flax_carry(module_cls, seed, batch=(B,)):
   """A random carry in Flax's format: (c, h) for the LSTMs, h otherwise."""
-  k_c, k_h = jax.random.split(key)
   if _is_lstm(module_cls):
-    return (_normal(k_c, batch + (H,)), _normal(k_h, batch + (H,)))
-  return _normal(k_h, batch + (H,))
+    return (_normal((seed, 0), batch + (H,)), _normal((seed, 1), batch + (H,)))
+  return _normal(seed, batch + (H,))
 
 
 def _to_ours(module_cls, flax_carry):
@@ -60,15 +62,33 @@ def _to_ours(module_cls, flax_carry):
   return flax_carry
 
 
-def _setup(module_cls, key):
-  """Returns (module, perturbed Flax params, carry in Flax format, x [B, D])."""
-  k_init, k_noise, k_carry, k_x = jax.random.split(key, 4)
+def _setup(module_cls, seed, real_init=False):
+  """Returns (module, random Flax params, carry in Flax format, x [B, D]).
+
+  The Flax params have the structure and shapes of `module.init`'s and random values
+  everywhere, so that the biases (zero at Flax's init) are non-zero: `module.init`'s values
+  plus noise if `real_init`, else pure noise (cheaper: shapes read with `eval_shape`).
+  """
   module = module_cls(features=H)
-  flax_carry = _flax_carry(module_cls, k_carry)
-  x = _normal(k_x, (B, D))
-  flax_params = module.init(k_init, flax_carry, x)['params']
-  flax_params = _perturb(flax_params, k_noise)
-  return module, flax_params, flax_carry, x
+  flax_carry = _flax_carry(module_cls, (seed, 0))
+  x = _normal((seed, 1), (B, D))
+  if real_init:
+    params = module.init(jax.random.key(seed), flax_carry, x)['params']
+    noise = _random_like(params, (seed, 2))
+    return module, jax.tree.map(jnp.add, params, noise), flax_carry, x
+  shapes = jax.eval_shape(module.init, jax.random.key(0), flax_carry, x)['params']
+  return module, _random_like(shapes, (seed, 2)), flax_carry, x
+
+
+def _our_param_shapes(cell, input_size=D):
+  return jax.eval_shape(lambda k: cell.init(k, input_size), jax.random.key(0))
+
+
+def _with_zero_rz(b_h):
+  """GRU `b_h` [3H] with its r and z parts zeroed (Flax's GRUCell has only the n part)."""
+  b_h = np.array(b_h)
+  b_h[:2 * H] = 0.0
+  return jnp.asarray(b_h)
 
 
 def _weighted_sum(tree, weights):
@@ -81,13 +101,16 @@ class FlaxAgreementTest(parameterized.TestCase):
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.named_parameters(*[(n, m, c, f) for n, m, c, f, _ in FLAX_CASES])
   def test_one_step(self, module_cls, cell_fn, from_flax_fn):
-    module, flax_params, flax_carry, x = _setup(module_cls, jax.random.key(0))
+    module, flax_params, flax_carry, x = _setup(module_cls, 0, real_init=True)
     params = from_flax_fn(flax_params)
     cell = cell_fn(H)
 
-    want_carry, want_y = self.variant(
-        lambda p, c, x: module.apply({'params': p}, c, x))(flax_params, flax_carry, x)
-    got_carry, got_y = self.variant(cell.apply)(params, _to_ours(module_cls, flax_carry), x)
+    @self.variant
+    def both(flax_params, flax_carry, params, carry, x):
+      return module.apply({'params': flax_params}, flax_carry, x), cell.apply(params, carry, x)
+
+    (want_carry, want_y), (got_carry, got_y) = both(
+        flax_params, flax_carry, params, _to_ours(module_cls, flax_carry), x)
 
     self.assertEqual(got_y.shape, (B, H))
     np.testing.assert_allclose(got_y, want_y, **TOL)
@@ -101,24 +124,23 @@ class FlaxAgreementTest(parameterized.TestCase):
   @parameterized.named_parameters(*[(n, m, f) for n, m, _, f, _ in FLAX_CASES])
   def test_perturbed_biases_are_nonzero(self, module_cls, from_flax_fn):
     # Guards the other tests: the biases they copy really are non-zero.
-    _, flax_params, _, _ = _setup(module_cls, jax.random.key(0))
-    params = from_flax_fn(flax_params)
+    _, flax_params, _, _ = _setup(module_cls, 0, real_init=True)
+    params = jax.tree.map(np.asarray, from_flax_fn(flax_params))
     for name in ('b', 'b_i'):
       if name in params:
-        self.assertGreater(float(jnp.min(jnp.abs(params[name]))), 0.0)
+        self.assertGreater(np.min(np.abs(params[name])), 0.0)
     if 'b_h' in params:  # Flax's GRU only has the n-gate hidden bias.
-      self.assertGreater(float(jnp.min(jnp.abs(params['b_h'][2 * H:]))), 0.0)
+      self.assertGreater(np.min(np.abs(params['b_h'][2 * H:])), 0.0)
       np.testing.assert_array_equal(params['b_h'][:2 * H], np.zeros(2 * H))
 
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.named_parameters(*[(n, m, c, f) for n, m, c, f, _ in FLAX_CASES])
   def test_gradients(self, module_cls, cell_fn, from_flax_fn):
-    module, flax_params, flax_carry, x = _setup(module_cls, jax.random.key(1))
+    module, flax_params, flax_carry, x = _setup(module_cls, 1)
     params = from_flax_fn(flax_params)
     cell = cell_fn(H)
-    k_y, k_c = jax.random.split(jax.random.key(2))
-    w_y = _normal(k_y, (B, H))
-    w_carry_flax = _flax_carry(module_cls, k_c)
+    w_y = _normal(2, (B, H))
+    w_carry_flax = _flax_carry(module_cls, 3)
     w_carry = _to_ours(module_cls, w_carry_flax)
 
     def flax_loss(p, c, x):
@@ -129,21 +151,24 @@ class FlaxAgreementTest(parameterized.TestCase):
       new_c, y = cell.apply(p, c, x)
       return jnp.sum(y * w_y) + _weighted_sum(new_c, w_carry)
 
-    want_loss, want_grads = self.variant(jax.value_and_grad(flax_loss, argnums=(0, 1, 2)))(
-        flax_params, flax_carry, x)
-    got_loss, got_grads = self.variant(jax.value_and_grad(our_loss, argnums=(0, 1, 2)))(
-        params, _to_ours(module_cls, flax_carry), x)
+    @self.variant
+    def both(flax_params, flax_carry, params, carry, x):
+      return (jax.value_and_grad(flax_loss, argnums=(0, 1, 2))(flax_params, flax_carry, x),
+              jax.value_and_grad(our_loss, argnums=(0, 1, 2))(params, carry, x))
+
+    (want_loss, want_grads), (got_loss, got_grads) = jax.tree.map(np.asarray, both(
+        flax_params, flax_carry, params, _to_ours(module_cls, flax_carry), x))
     want_gp, want_gc, want_gx = want_grads
     got_gp, got_gc, got_gx = got_grads
 
     np.testing.assert_allclose(got_loss, want_loss, **TOL)
     np.testing.assert_allclose(got_gx, want_gx, **TOL)
     chex.assert_trees_all_close(got_gc, _to_ours(module_cls, want_gc), **TOL)
-    self.assertGreater(float(jnp.max(jnp.abs(got_gx))), 0.0)
+    self.assertGreater(np.max(np.abs(got_gx)), 0.0)
 
     # The converter is linear, so it maps Flax's param gradients to ours, except for GRU's
     # hidden r/z biases, which Flax lacks: their gradient is that of the input r/z biases.
-    want_gp = from_flax_fn(want_gp)
+    want_gp = jax.tree.map(np.asarray, from_flax_fn(want_gp))
     if 'b_h' in got_gp:
       np.testing.assert_allclose(got_gp['b_h'][:2 * H], want_gp['b_i'][:2 * H], **TOL)
       np.testing.assert_allclose(got_gp['b_h'][2 * H:], want_gp['b_h'][2 * H:], **TOL)
@@ -154,8 +179,8 @@ class FlaxAgreementTest(parameterized.TestCase):
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.named_parameters(*[(n, m, c, f) for n, m, c, f, _ in FLAX_CASES])
   def test_several_steps(self, module_cls, cell_fn, from_flax_fn):
-    module, flax_params, flax_carry, _ = _setup(module_cls, jax.random.key(3))
-    xs = _normal(jax.random.key(4), (T, B, D))
+    module, flax_params, flax_carry, _ = _setup(module_cls, 4)
+    xs = _normal(5, (T, B, D))
     params = from_flax_fn(flax_params)
     cell = cell_fn(H)
 
@@ -165,8 +190,12 @@ class FlaxAgreementTest(parameterized.TestCase):
     def our_run(p, c, xs):
       return jax.lax.scan(lambda c, x: cell.apply(p, c, x), c, xs)
 
-    want_carry, want_ys = self.variant(flax_run)(flax_params, flax_carry, xs)
-    got_carry, got_ys = self.variant(our_run)(params, _to_ours(module_cls, flax_carry), xs)
+    @self.variant
+    def both(flax_params, flax_carry, params, carry, xs):
+      return flax_run(flax_params, flax_carry, xs), our_run(params, carry, xs)
+
+    (want_carry, want_ys), (got_carry, got_ys) = both(
+        flax_params, flax_carry, params, _to_ours(module_cls, flax_carry), xs)
     self.assertEqual(got_ys.shape, (T, B, H))
     np.testing.assert_allclose(got_ys, want_ys, **TOL)
     chex.assert_trees_all_close(got_carry, _to_ours(module_cls, want_carry), **TOL)
@@ -174,35 +203,37 @@ class FlaxAgreementTest(parameterized.TestCase):
     # The same with a plain Python loop over our cell.
     carry = _to_ours(module_cls, flax_carry)
     for t in range(T):
-      carry, y = cell.apply(params, carry, xs[t])
+      carry, y = cell.apply(params, carry, np.asarray(xs)[t])
       np.testing.assert_allclose(y, want_ys[t], **TOL)
     chex.assert_trees_all_close(carry, _to_ours(module_cls, want_carry), **TOL)
 
   @parameterized.named_parameters(*[(n, m, c, f) for n, m, c, f, _ in FLAX_CASES])
   def test_leading_batch_axes(self, module_cls, cell_fn, from_flax_fn):
-    # Every leading axis is a batch axis: no batch axis, one, or two give the same rows.
-    _, flax_params, _, _ = _setup(module_cls, jax.random.key(5))
+    # Every leading axis is a batch axis: two batch axes give the rows of no batch axis.
+    _, flax_params, _, _ = _setup(module_cls, 6)
     params = from_flax_fn(flax_params)
     cell = cell_fn(H)
-    carry = _to_ours(module_cls, _flax_carry(module_cls, jax.random.key(6), batch=(2, 3)))
-    x = _normal(jax.random.key(7), (2, 3, D))
+    carry = _to_ours(module_cls, _flax_carry(module_cls, 7, batch=(2, 3)))
+    x = _normal(8, (2, 3, D))
     got_carry, got_y = cell.apply(params, carry, x)
     self.assertEqual(got_y.shape, (2, 3, H))
-    for i in range(2):
-      for j in range(3):
-        row = jax.tree.map(lambda a: a[i, j], carry)
-        want_carry, want_y = cell.apply(params, row, x[i, j])
-        self.assertEqual(want_y.shape, (H,))
-        np.testing.assert_allclose(got_y[i, j], want_y, **TOL)
-        chex.assert_trees_all_close(jax.tree.map(lambda a: a[i, j], got_carry), want_carry,
-                                    **TOL)
+    chex.assert_trees_all_equal_shapes(got_carry, carry)
+    # Rows taken with NumPy indexing (eager JAX indexing would compile once per index).
+    np_carry, np_got_carry = jax.tree.map(np.asarray, (carry, got_carry))
+    for i, j in ((0, 0), (1, 2)):
+      want_carry, want_y = cell.apply(params, jax.tree.map(lambda a: a[i, j], np_carry),
+                                      np.asarray(x)[i, j])
+      self.assertEqual(want_y.shape, (H,))
+      np.testing.assert_allclose(np.asarray(got_y)[i, j], want_y, **TOL)
+      chex.assert_trees_all_close(jax.tree.map(lambda a: a[i, j], np_got_carry), want_carry,
+                                  **TOL)
 
 
 class ConversionTest(parameterized.TestCase):
 
   @parameterized.named_parameters(*[(n, m, f, t) for n, m, _, f, t in FLAX_CASES])
   def test_flax_round_trip(self, module_cls, from_flax_fn, to_flax_fn):
-    _, flax_params, _, _ = _setup(module_cls, jax.random.key(8))
+    _, flax_params, _, _ = _setup(module_cls, 9)
     back = to_flax_fn(from_flax_fn(flax_params))
     chex.assert_trees_all_equal_structs(back, flax_params)
     chex.assert_trees_all_close(back, flax_params, **TOL)
@@ -212,30 +243,53 @@ class ConversionTest(parameterized.TestCase):
   def test_to_flax_runs_in_flax(self, module_cls, cell_fn, from_flax_fn, to_flax_fn):
     # Ours -> Flax: our params (with random non-zero biases) drive the Flax module identically.
     cell = cell_fn(H)
-    params = _perturb(cell.init(jax.random.key(9), D), jax.random.key(10))
+    params = _random_like(_our_param_shapes(cell), 10)
     if 'b_h' in params:  # Flax's GRU cannot hold hidden r/z biases.
-      params['b_h'] = params['b_h'].at[:2 * H].set(0.0)
+      params['b_h'] = _with_zero_rz(params['b_h'])
     flax_params = to_flax_fn(params)
+    # Ours -> Flax -> ours is the identity.
+    chex.assert_trees_all_equal_structs(from_flax_fn(flax_params), params)
     chex.assert_trees_all_close(from_flax_fn(flax_params), params, **TOL)
     module = module_cls(features=H)
-    flax_carry = _flax_carry(module_cls, jax.random.key(11))
-    x = _normal(jax.random.key(12), (B, D))
-    want_carry, want_y = self.variant(
-        lambda p, c, x: module.apply({'params': p}, c, x))(flax_params, flax_carry, x)
-    got_carry, got_y = self.variant(cell.apply)(params, _to_ours(module_cls, flax_carry), x)
+    flax_carry = _flax_carry(module_cls, 11)
+    x = _normal(12, (B, D))
+
+    @self.variant
+    def both(flax_params, flax_carry, params, carry, x):
+      return module.apply({'params': flax_params}, flax_carry, x), cell.apply(params, carry, x)
+
+    (want_carry, want_y), (got_carry, got_y) = both(
+        flax_params, flax_carry, params, _to_ours(module_cls, flax_carry), x)
     np.testing.assert_allclose(got_y, want_y, **TOL)
     chex.assert_trees_all_close(got_carry, _to_ours(module_cls, want_carry), **TOL)
 
   @parameterized.named_parameters(('r', 0), ('z', 1))
-  def test_gru_to_flax_rejects_hidden_rz_bias(self, gate):
-    params = initstate.gru(H).init(jax.random.key(0), D)
-    params['b_h'] = params['b_h'].at[gate * H + 1].set(0.25)
-    with self.assertRaises(ValueError):
-      initstate.gru_params_to_flax(params)
+  def test_gru_to_flax_folds_hidden_rz_bias(self, gate):
+    """Flax has no hidden r/z bias: ours is folded into the input bias, same function."""
+    params = _random_like(_our_param_shapes(initstate.gru(H)), 13)
+    b_h = np.zeros(3 * H, np.float32)
+    b_h[gate * H + 1] = 0.25
+    params['b_h'] = jnp.asarray(b_h)
+    flax_params = initstate.gru_params_to_flax(params)
+    name = ('ir', 'iz')[gate]
+    np.testing.assert_allclose(flax_params[name]['bias'][1],
+                               params['b_i'][gate * H + 1] + 0.25, **TOL)
+    carry, x = _normal(33, (B, H)), _normal(34, (B, D))
+    _, want_y = initstate.gru(H).apply(params, carry, x)
+    _, got_y = nn.GRUCell(H).apply({'params': flax_params}, carry, x)
+    np.testing.assert_allclose(got_y, want_y, **TOL)
+
+  def test_gru_to_flax_under_jit_keeps_hidden_rz_bias(self):
+    params = _random_like(_our_param_shapes(initstate.gru(H)), 30)  # Random b_h: r, z non-zero.
+    flax_params = jax.jit(initstate.gru_params_to_flax)(params)
+    carry, x = _normal(31, (B, H)), _normal(32, (B, D))
+    _, want_y = initstate.gru(H).apply(params, carry, x)
+    _, got_y = nn.GRUCell(H).apply({'params': flax_params}, carry, x)
+    np.testing.assert_allclose(got_y, want_y, **TOL)
 
   def test_gru_to_flax_accepts_hidden_n_bias(self):
-    params = initstate.gru(H).init(jax.random.key(0), D)
-    params['b_h'] = params['b_h'].at[2 * H:].set(0.25)
+    params = _random_like(_our_param_shapes(initstate.gru(H)), 14)
+    params['b_h'] = jnp.asarray(np.repeat(np.float32([0.0, 0.0, 0.25]), H))
     flax_params = initstate.gru_params_to_flax(params)
     np.testing.assert_allclose(flax_params['hn']['bias'], np.full((H,), 0.25), **TOL)
     self.assertNotIn('bias', flax_params['hr'])
@@ -261,7 +315,7 @@ class ConversionTest(parameterized.TestCase):
 
   def test_lstm_carry_conversion_matches_flax_cell(self):
     # Feeding Flax's carry through `lstm_carry_from_flax` gives the same step as Flax.
-    module, flax_params, flax_carry, x = _setup(nn.LSTMCell, jax.random.key(13))
+    module, flax_params, flax_carry, x = _setup(nn.LSTMCell, 15)
     want_carry, _ = module.apply({'params': flax_params}, flax_carry, x)
     got_carry, _ = initstate.lstm(H).apply(
         initstate.lstm_params_from_flax(flax_params),
@@ -308,11 +362,15 @@ class StackTest(parameterized.TestCase):
     cells = [initstate.lstm(4), initstate.gru(3), initstate.elman(5)]
     stacked = initstate.stack(cells)
     d = 2
-    params = stacked.init(jax.random.key(0), d)
-    self.assertIsInstance(params, tuple)
-    self.assertLen(params, 3)
-    chex.assert_shape([params[0]['w_i'], params[1]['w_i'], params[2]['w_i']],
+    shapes = _our_param_shapes(stacked, d)  # Traces `stacked.init` without compiling it.
+    self.assertIsInstance(shapes, tuple)
+    self.assertLen(shapes, 3)
+    chex.assert_trees_all_equal_structs(
+        shapes, tuple(_our_param_shapes(c, n) for c, n in zip(cells, (d, 4, 3))))
+    chex.assert_shape([shapes[0]['w_i'], shapes[1]['w_i'], shapes[2]['w_i']],
                       [(d, 16), (4, 9), (3, 5)])
+    chex.assert_shape([shapes[0]['w_h'], shapes[1]['w_h'], shapes[2]['w_h']],
+                      [(4, 16), (3, 9), (5, 5)])
     self.assertEqual(stacked.output_size, 5)
     template = stacked.carry_template
     self.assertIsInstance(template, tuple)
@@ -322,16 +380,21 @@ class StackTest(parameterized.TestCase):
     self.assertEqual(template[1], jax.ShapeDtypeStruct((3,), F32))
     self.assertEqual(template[2], jax.ShapeDtypeStruct((5,), F32))
 
-    keys = jax.random.split(jax.random.key(1), 5)
-    params = _perturb(params, keys[0])
-    carry = (LSTMCarry(h=_normal(keys[1], (B, 4)), c=_normal(keys[2], (B, 4))),
-             _normal(keys[3], (B, 3)), _normal(keys[4], (B, 5)))
-    x = _normal(jax.random.key(2), (B, d))
+    params = _random_like(shapes, 20)
+    carry = _random_like(
+        jax.tree.map(lambda s: jax.ShapeDtypeStruct((B,) + s.shape, s.dtype), template), 21,
+        scale=1.0)
+    self.assertIsInstance(carry[0], LSTMCarry)
+    x = _normal(22, (B, d))
     got_carry, got_y = self.variant(stacked.apply)(params, carry, x)
 
-    c0, y0 = cells[0].apply(params[0], carry[0], x)
-    c1, y1 = cells[1].apply(params[1], carry[1], y0)
-    c2, y2 = cells[2].apply(params[2], carry[2], y1)
+    def by_hand(params, carry, x):
+      c0, y0 = cells[0].apply(params[0], carry[0], x)
+      c1, y1 = cells[1].apply(params[1], carry[1], y0)
+      c2, y2 = cells[2].apply(params[2], carry[2], y1)
+      return (c0, c1, c2), y2
+
+    (c0, c1, c2), y2 = self.variant(by_hand)(params, carry, x)
     self.assertIsInstance(got_carry, tuple)
     self.assertLen(got_carry, 3)
     self.assertEqual(got_y.shape, (B, 5))
@@ -340,13 +403,13 @@ class StackTest(parameterized.TestCase):
     np.testing.assert_allclose(got_carry[2], got_y, **TOL)
 
   def test_stack_layers_get_different_keys(self):
-    params = initstate.stack([initstate.elman(3), initstate.elman(3)]).init(
-        jax.random.key(0), 3)
+    params = initstate.stack([initstate.elman(H), initstate.elman(H)]).init(
+        jax.random.key(0), D)
     self.assertFalse(np.allclose(params[0]['w_h'], params[1]['w_h']))
 
   def test_stack_wrong_number_of_carries(self):
     stacked = initstate.stack([initstate.elman(3), initstate.elman(3)])
-    params = stacked.init(jax.random.key(0), 2)
+    params = _random_like(_our_param_shapes(stacked, 2), 23)
     with self.assertRaisesRegex(ValueError, 'one per layer'):
       stacked.apply(params, (jnp.zeros((B, 3)),), jnp.zeros((B, 2)))
 
@@ -372,9 +435,9 @@ class FromFlaxTest(parameterized.TestCase):
     chex.assert_trees_all_close(params, want_params)
     chex.assert_shape(params['ii']['kernel'], (3, 4))
 
-    params = _perturb(params, jax.random.key(1))
-    carry = (_normal(jax.random.key(2), (B, 4)), _normal(jax.random.key(3), (B, 4)))
-    x = _normal(jax.random.key(4), (B, 3))
+    params = jax.tree.map(jnp.add, params, _random_like(params, 24))  # Non-zero biases.
+    carry = (_normal(25, (B, 4)), _normal(26, (B, 4)))
+    x = _normal(27, (B, 3))
     got_carry, got_y = self.variant(cell.apply)(params, carry, x)
     want_carry, want_y = module.apply({'params': params}, carry, x)
     np.testing.assert_allclose(got_y, want_y, **TOL)
@@ -395,10 +458,12 @@ class FromFlaxTest(parameterized.TestCase):
     self.assertLen(leaves, num_leaves)
     for leaf in leaves:
       self.assertEqual(leaf, jax.ShapeDtypeStruct((size,), jnp.float32))
-    params = cell.init(jax.random.key(0), 2)
-    carry = jax.tree.map(lambda s: jnp.ones((B,) + s.shape, s.dtype), cell.carry_template)
-    _, y = cell.apply(params, carry, jnp.ones((B, 2)))
+    params = _our_param_shapes(cell, 2)
+    carry = jax.tree.map(lambda s: jax.ShapeDtypeStruct((B,) + s.shape, s.dtype),
+                         cell.carry_template)
+    new_carry, y = jax.eval_shape(cell.apply, params, carry, jax.ShapeDtypeStruct((B, 2), F32))
     self.assertEqual(y.shape, (B, size))
+    self.assertEqual(new_carry, carry)
 
   def test_as_cell_returns_cells_unchanged(self):
     cell = initstate.gru(3)
@@ -409,7 +474,8 @@ class ErrorTest(parameterized.TestCase):
 
   @parameterized.named_parameters(
       ('lstm_zero', initstate.lstm, 0), ('gru_negative', initstate.gru, -2),
-      ('elman_float', initstate.elman, 2.5), ('lstm_none', initstate.lstm, None))
+      ('elman_float', initstate.elman, 2.5), ('lstm_none', initstate.lstm, None),
+      ('lstm_bool', initstate.lstm, True))
   def test_bad_hidden_size(self, cell_fn, size):
     with self.assertRaises(ValueError):
       cell_fn(size)
@@ -429,18 +495,18 @@ class ErrorTest(parameterized.TestCase):
                                   ('elman', initstate.elman))
   def test_wrong_input_features(self, cell_fn):
     cell = cell_fn(H)
-    params = cell.init(jax.random.key(0), D)
-    carry = jax.tree.map(lambda s: jnp.zeros((B,) + s.shape, s.dtype), cell.carry_template)
-    x = jnp.zeros((B, D + 2))
+    params = _random_like(_our_param_shapes(cell), 28)
+    carry = jax.tree.map(lambda s: np.zeros((B,) + s.shape, s.dtype), cell.carry_template)
+    x = np.zeros((B, D + 2), np.float32)
     with self.assertRaisesRegex(ValueError, r'\(3, 6\)'):
       self.variant(cell.apply)(params, carry, x)
 
   def test_wrong_input_features_in_stack(self):
     stacked = initstate.stack([initstate.lstm(4), initstate.elman(3)])
-    params = stacked.init(jax.random.key(0), 2)
-    carry = jax.tree.map(lambda s: jnp.zeros((B,) + s.shape, s.dtype), stacked.carry_template)
+    params = _random_like(_our_param_shapes(stacked, 2), 29)
+    carry = jax.tree.map(lambda s: np.zeros((B,) + s.shape, s.dtype), stacked.carry_template)
     with self.assertRaisesRegex(ValueError, r'\(3, 5\)'):
-      stacked.apply(params, carry, jnp.zeros((B, 5)))
+      stacked.apply(params, carry, np.zeros((B, 5), np.float32))
 
   def test_empty_stack(self):
     with self.assertRaises(ValueError):

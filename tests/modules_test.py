@@ -12,7 +12,7 @@ import numpy as np
 import optax
 
 import initstate
-from initstate._src import demo
+from initstate.studies import demo
 
 B, T, D, H = 2, 5, 3, 4
 

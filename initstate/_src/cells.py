@@ -76,10 +76,14 @@ class RecurrentCell(NamedTuple):
   output_size: int
 
 
+def _is_positive_int(n: Any) -> bool:
+  return isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1
+
+
 def _check_sizes(hidden_size: int, input_size: int | None = None) -> None:
-  if not isinstance(hidden_size, int) or hidden_size < 1:
+  if not _is_positive_int(hidden_size):
     raise ValueError(f'`hidden_size` must be a positive int, got {hidden_size!r}.')
-  if input_size is not None and (not isinstance(input_size, int) or input_size < 1):
+  if input_size is not None and not _is_positive_int(input_size):
     raise ValueError(f'`input_size` must be a positive int, got {input_size!r}.')
 
 
@@ -334,15 +338,16 @@ def gru_params_from_flax(flax_params: Params) -> Params:
 
 
 def gru_params_to_flax(params: Params) -> Params:
-  """Params of `gru` -> params of Flax `GRUCell`; fails if `b_h` of r or z is non-zero."""
+  """Params of `gru` -> params of Flax `GRUCell`.
+
+  Flax has no hidden bias for the r and z gates; ours are folded into Flax's input biases
+  `ir`, `iz` (both add up inside the sigmoid), so the Flax cell computes the same function.
+  """
   b_hr, b_hz, b_hn = jnp.split(params['b_h'], 3)
-  if not isinstance(b_hr, jax.core.Tracer) and (np.any(np.asarray(b_hr) != 0)
-                                                 or np.any(np.asarray(b_hz) != 0)):
-    raise ValueError('Flax GRUCell has no hidden bias for the r and z gates; fold them into '
-                     '`b_i` first (they add up inside the sigmoid).')
   w_i = jnp.split(params['w_i'], 3, axis=1)
   w_h = jnp.split(params['w_h'], 3, axis=1)
-  b_i = jnp.split(params['b_i'], 3)
+  b_ir, b_iz, b_in = jnp.split(params['b_i'], 3)
+  b_i = (b_ir + b_hr, b_iz + b_hz, b_in)
   out = {}
   for k, g in enumerate('rzn'):
     out['i' + g] = {'kernel': w_i[k], 'bias': b_i[k]}

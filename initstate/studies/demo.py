@@ -7,7 +7,7 @@ non-zero state s0,
 
 The model reads x_t and predicts y_t from its hidden state. A zero initial carry must learn to
 produce the start transient a^(t+1) * s0 from nothing; a learned carry can simply hold s0, so its
-error in the first steps after a reset should be lower. Run `python -m initstate`.
+error in the first steps after a reset should be lower. Run `python -m initstate.studies.demo`.
 """
 
 import argparse
@@ -108,7 +108,7 @@ def train(
 
 def main(argv: Sequence[str] | None = None) -> None:
   parser = argparse.ArgumentParser(
-      prog='python -m initstate',
+      prog='python -m initstate.studies.demo',
       description='Trains LSTMs with a zero, learned and noisy-learned initial carry on a '
                   'synthetic task that starts from a non-zero state; prints evaluation errors.')
   parser.add_argument('--steps', type=int, default=400, help='Adam steps per model.')
@@ -133,3 +133,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     by_step = result.eval_loss_by_step
     print(f'{name:<20} {float(jnp.mean(by_step)):>14.4f} {float(by_step[0]):>11.4f} '
           f'{float(by_step[1]):>11.4f} {float(result.learned_carry_norm):>8.3f}')
+
+
+if __name__ == '__main__':
+  main()

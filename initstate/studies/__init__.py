@@ -1,0 +1,1 @@
+"""Reproducible studies built on initstate (run each as `python -m initstate.studies.NAME`)."""
