@@ -1,6 +1,6 @@
-"""`python -m initstate`: the main job (for now, the built-in learned-carry demo)."""
+"""`python -m initstate`: the main job, the initial-carry strategy study (`--help` for options)."""
 
-from initstate.studies.demo import main
+from initstate.studies.carry_strategies import main
 
 if __name__ == '__main__':
   main()

@@ -1,0 +1,8 @@
+"""Built-in tasks with known optimal losses (used by the studies; useful in your own tests)."""
+
+from initstate._src.hmm import bayes_step_losses
+from initstate._src.hmm import HMM
+from initstate._src.hmm import random_hmm
+from initstate._src.hmm import sample
+
+__all__ = ('bayes_step_losses', 'HMM', 'random_hmm', 'sample')
