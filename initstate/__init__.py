@@ -1,13 +1,18 @@
 """initstate: initial carries for recurrent networks in JAX.
 
 Pure functions over pytrees: recurrent cells (`lstm`, `gru`, `elman`, `stack`, `from_flax`),
-initial-carry strategies (`zeros`, `learned`, `noisy`, `noisy_learned`), `scan_rnn` over time
-with lengths, resets and burn-in, and masked per-step losses. Flax modules are in
+initial-carry strategies (`zeros`, `learned`, `noisy`, `noisy_learned`, `latent`,
+`cleaning_noise`), conditional carries (`from_context`, `bridge`), `scan_rnn` over time with
+lengths, resets and burn-in, and masked per-step losses. Flax modules are in
 `initstate.nn`.
 """
 
 from initstate import nn
 from initstate._src.cells import as_cell
+from initstate._src.cleaning import cleaning_noise
+from initstate._src.cleaning import CleaningNoise
+from initstate._src.cleaning import GradientBuffer
+from initstate._src.cleaning import update_gradient_buffer
 from initstate._src.cells import elman
 from initstate._src.cells import elman_params_from_flax
 from initstate._src.cells import elman_params_to_flax
@@ -25,6 +30,11 @@ from initstate._src.cells import lstm_params_to_flax
 from initstate._src.cells import LSTMCarry
 from initstate._src.cells import RecurrentCell
 from initstate._src.cells import stack
+from initstate._src.conditional import bridge
+from initstate._src.conditional import CarryMap
+from initstate._src.conditional import Dense
+from initstate._src.conditional import from_context
+from initstate._src.conditional import latent
 from initstate._src.losses import loss_mask
 from initstate._src.losses import masked_mean
 from initstate._src.losses import softmax_cross_entropy
@@ -42,16 +52,24 @@ __version__ = '0.1.0'
 
 __all__ = (
     'as_cell',
+    'bridge',
+    'CarryMap',
     'CarrySpec',
     'CarryStrategy',
+    'cleaning_noise',
+    'CleaningNoise',
+    'Dense',
     'elman',
     'elman_params_from_flax',
     'elman_params_to_flax',
+    'from_context',
     'from_flax',
+    'GradientBuffer',
     'gru',
     'gru_params_from_flax',
     'gru_params_from_torch',
     'gru_params_to_flax',
+    'latent',
     'learned',
     'loss_mask',
     'lstm',
@@ -71,5 +89,6 @@ __all__ = (
     'softmax_cross_entropy',
     'squared_error',
     'stack',
+    'update_gradient_buffer',
     'zeros',
 )

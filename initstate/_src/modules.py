@@ -1,10 +1,12 @@
 """`flax.linen` module: a recurrent layer whose cell and initial carry live in one param tree."""
 
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
 
+from initstate._src import cleaning as cleaning_lib
 from initstate._src import strategies as strategies_lib
 from initstate._src.cells import RecurrentCell, as_cell, from_flax
 from initstate._src.scan import ScanOutput, scan_rnn
@@ -30,6 +32,21 @@ class RNN(nn.Module):
       `scan_rnn`.
     train: default for the `train` call argument (set one of the two).
     carry_rng: name of the rng stream for carry noise.
+    buffer_collection: with `carry=cleaning_noise(...)`, the variable collection holding the
+      gradient buffer (variable 'gradients'); the initial carry is also passed through
+      `self.perturb('initial_carry', ...)`, so the gradient at it can be taken with respect to
+      the 'perturbations' collection (see `update_carry_buffers`).
+
+  Cleaning noise in a training step (batch size fixed at init, as `perturb` needs):
+
+    variables = model.init({'params': k1, 'carry': k2}, x, train=False)
+    params, buffers = variables['params'], variables['carry_buffer']
+    def loss_fn(params, perturbations):
+      out = model.apply({'params': params, 'carry_buffer': buffers,
+                         'perturbations': perturbations}, x, train=True, rngs={'carry': k})
+      return loss(out)
+    grads, carry_grads = jax.grad(loss_fn, argnums=(0, 1))(params, variables['perturbations'])
+    buffers = initstate.nn.update_carry_buffers(buffers, carry_grads)
   """
   cell: Any
   carry: strategies_lib.CarryStrategy = strategies_lib.zeros()
@@ -41,6 +58,7 @@ class RNN(nn.Module):
   return_carries: bool = False
   train: bool | None = None
   carry_rng: str = 'carry'
+  buffer_collection: str = 'carry_buffer'
 
   def __post_init__(self):
     # A Flax cell held as an attribute would become a bound child module, which cannot run
@@ -80,13 +98,25 @@ class RNN(nn.Module):
                        f'{inputs.shape}.')
     cell_params = self.param('cell', cell.init, inputs.shape[-1])
     strategy = self.carry
-    if not isinstance(strategy, strategies_lib.CarryStrategy):
-      raise TypeError(f'`carry` must be a CarryStrategy, got {type(strategy).__name__}.')
+    cleaning = isinstance(strategy, cleaning_lib.CleaningNoise)
+    if not isinstance(strategy, (strategies_lib.CarryStrategy, cleaning_lib.CleaningNoise)):
+      raise TypeError('`carry` must be a CarryStrategy or a CleaningNoise, got '
+                      f'{type(strategy).__name__}.')
     template = cell.carry_template
     if jax.tree.leaves(jax.eval_shape(strategy.init, jax.random.key(0), template)):
       carry_params = self.param('carry', strategy.init, template)
     else:  # Nothing trainable (zeros, noisy): keep the param tree free of it.
       carry_params = strategy.init(None, template)
+    if cleaning:
+      if self.is_initializing() or self.has_variable(self.buffer_collection, 'gradients'):
+        buffer = self.variable(self.buffer_collection, 'gradients', strategy.init_buffer,
+                               template).value
+      elif train:
+        raise ValueError(f'cleaning_noise draws from its gradient buffer in training: pass '
+                         f'variables["{self.buffer_collection}"] to apply, or train=False.')
+      else:
+        buffer = strategy.init_buffer(template)  # Unused: no noise at evaluation.
+      strategy = strategy.with_buffer(buffer)
 
     rng = None
     if train and strategy.needs_rng:
@@ -99,6 +129,12 @@ class RNN(nn.Module):
     def init_carry_fn(key, batch):
       return strategy.init_carry(carry_params, key, batch, train=train)
 
+    if cleaning and initial_carry is None:
+      # Made here (with the key scan_rnn would use) so that its gradient can be read off.
+      batch = inputs.shape[1 if self.time_major else 0]
+      init_key = None if rng is None else jax.random.split(rng)[0]
+      initial_carry = self.perturb('initial_carry', init_carry_fn(init_key, batch))
+
     def cell_fn(carry, x):
       return cell.apply(cell_params, carry, x)
 
@@ -107,3 +143,41 @@ class RNN(nn.Module):
         seq_lengths=seq_lengths, resets=resets, burn_in=self.burn_in,
         stop_gradient_burn_in=self.stop_gradient_burn_in, reverse=self.reverse,
         unroll=self.unroll, time_major=self.time_major, return_carries=self.return_carries)
+
+
+def update_carry_buffers(buffers: Any, carry_grads: Any, *, axis_name: Any = None,
+                         cross_device: str = 'gather') -> Any:
+  """Updates every cleaning-noise gradient buffer of a model from its carry gradients.
+
+  Args:
+    buffers: the model's buffer collection (`variables['carry_buffer']`), a nested dict that
+      mirrors the module tree, with a `GradientBuffer` under 'gradients' in each RNN using
+      `cleaning_noise`.
+    carry_grads: the gradient with respect to the 'perturbations' collection, the same nesting
+      with the initial carry's gradient (leaves [B, ...]) under 'initial_carry'.
+    axis_name, cross_device: as in `initstate.update_gradient_buffer`.
+
+  Returns:
+    The updated buffer collection, with the same structure.
+  """
+  def walk(buf, grads, path):
+    out = {}
+    for key, value in buf.items():
+      if key == 'gradients' and isinstance(value, cleaning_lib.GradientBuffer):
+        if not isinstance(grads, Mapping) or 'initial_carry' not in grads:
+          raise ValueError(f'no gradient at "{"/".join(path) or "<root>"}/initial_carry" in '
+                           '`carry_grads`: take the gradient with respect to the '
+                           '"perturbations" collection of the same model.')
+        out[key] = cleaning_lib.update_gradient_buffer(
+            value, grads['initial_carry'], axis_name=axis_name, cross_device=cross_device)
+      elif isinstance(value, Mapping):
+        sub = grads.get(key, {}) if isinstance(grads, Mapping) else {}
+        out[key] = walk(value, sub, path + (key,))
+      else:
+        out[key] = value
+    return out
+
+  if not isinstance(buffers, Mapping):
+    raise TypeError(f'`buffers` must be the buffer collection (a dict), got '
+                    f'{type(buffers).__name__}.')
+  return walk(buffers, carry_grads, ())

@@ -1,0 +1,261 @@
+"""Gradient-scaled ("cleaning") noise around a learned initial carry.
+
+Source: Zimmermann, Tietz and Grothmann, "Forecasting with Recurrent Neural Networks: 12 Tricks"
+(Neural Networks: Tricks of the Trade, 2nd ed., 2012), trick 3, as read in seed 000 of this
+project: learn the initial state, and in training disturb it by noise whose size follows the
+error back-propagated to the initial state. Keep a buffer of the last K such gradients, draw
+entries from it at random as the deviation from the learned carry, retire the oldest entries
+first, and switch the noise off at test time.
+
+Everything is explicit functional state, in the style of optax:
+
+  cleaning = initstate.cleaning_noise(buffer_size=256)
+  params = cleaning.init(rng, template)           # the learned carry (leaves [*unit])
+  buffer = cleaning.init_buffer(template)         # GradientBuffer, empty
+  carry = cleaning.init_carry(params, buffer, rng, batch, train=True)   # leaves [B, *unit]
+  ...   # gradient of the loss with respect to `carry`: leaves [B, *unit]
+  buffer = cleaning.update(buffer, carry_grads)   # pushes B entries, retires the oldest
+
+The gradient at the carry is easiest to get with a zero "probe" added to it (pure functions),
+or with `flax.linen.Module.perturb` (what `initstate.nn.RNN` does):
+
+  def loss_fn(params, probe):
+    carry = cleaning.init_carry(params['carry'], buffer, rng, B, train=True)
+    carry = jax.tree.map(jnp.add, carry, probe)     # probe: zeros shaped like carry
+    ...
+  loss, (grads, carry_grads) = jax.value_and_grad(loss_fn, argnums=(0, 1))(params, probe)
+
+Choices the source leaves open, all options here (defaults in brackets):
+
+* what an entry is: the per-sequence gradient vector of one training sequence; `update` pushes
+  one entry per row it is given, so pass `[B, ...]` rows, or one batch-mean row `[1, ...]`.
+* `draw` ['vector']: each sequence draws one whole entry (all units, all leaves of the carry
+  together), or 'unit': every unit draws its own entry independently (same marginal per unit,
+  no correlation across units).
+* `sign` ['unit']: a random sign (+1 or -1 with equal odds) per unit, 'vector': one sign per
+  sequence, or 'none': the gradient's own sign. With a random sign the noise has mean zero and
+  the learned carry stays the centre of the distribution.
+* `scale` [1.0]: a factor on the deviation. The gradient of a batch-mean loss is 1/B times that
+  of the sequence's own loss, so the right scale depends on how the loss is reduced; it is the
+  noise level's only knob.
+* the learned carry does not receive the noise's gradient; the buffer holds data, not params.
+"""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from initstate._src import strategies as strategies_lib
+from initstate._src.types import Array, Batch, Carry, Params, PRNGKey, normalize_batch
+
+_DRAWS = ('vector', 'unit')
+_SIGNS = ('unit', 'vector', 'none')
+_CROSS_DEVICE = ('gather', 'mean')
+
+
+class GradientBuffer(NamedTuple):
+  """A ring buffer of the last K gradients at the initial carry.
+
+  Attributes:
+    values: a carry-shaped pytree with leaves [K, *unit]; slot `i % K` holds entry number i.
+    count: int32 scalar, how many entries were ever pushed; `min(count, K)` slots are filled.
+  """
+  values: Carry
+  count: Array
+
+  @property
+  def capacity(self) -> int:
+    return jax.tree.leaves(self.values)[0].shape[0]
+
+  def size(self) -> Array:
+    """How many slots hold an entry: `min(count, K)` (int32 scalar)."""
+    return jnp.minimum(self.count, self.capacity)
+
+
+class CleaningNoise(NamedTuple):
+  """Cleaning noise: a learned carry plus a gradient buffer; see the module docstring.
+
+  Attributes:
+    init: `(rng, template) -> params`, the learned carry (as `initstate.learned`).
+    init_buffer: `(template) -> GradientBuffer`, empty.
+    init_carry: `(params, buffer, rng, batch, *, train) -> carry`; exactly the learned carry
+      when `train=False` or while the buffer is empty.
+    update: `(buffer, carry_grads, *, axis_name=None) -> buffer`.
+    with_buffer: `(buffer) -> CarryStrategy` drawing from `buffer`, for code that takes a
+      plain strategy (`scan_rnn`'s `init_carry_fn`, so that resets get noise too).
+    needs_rng: True.
+  """
+  init: Callable[[PRNGKey | None, Carry], Params]
+  init_buffer: Callable[[Carry], GradientBuffer]
+  init_carry: Callable[..., Carry]
+  update: Callable[..., GradientBuffer]
+  with_buffer: Callable[[GradientBuffer], strategies_lib.CarryStrategy]
+  needs_rng: bool = True
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+  if value not in choices:
+    raise ValueError(f'`{name}` must be one of {choices}, got {value!r}.')
+
+
+def update_gradient_buffer(buffer: GradientBuffer, carry_grads: Carry, *,
+                           axis_name: Any = None,
+                           cross_device: str = 'gather') -> GradientBuffer:
+  """Pushes gradient rows into the buffer, retiring the oldest entries first.
+
+  Args:
+    buffer: the current `GradientBuffer` (capacity K).
+    carry_grads: gradients of the loss at the initial carry, leaves [n, *unit] (one entry per
+      row, e.g. per training sequence).
+    axis_name: under `pmap` / `shard_map`, the device axis: rows are gathered from (or averaged
+      over) all devices first, per `cross_device`, so every device keeps the same buffer.
+    cross_device: 'gather' (push every device's rows, in device order) or 'mean'.
+
+  Returns:
+    The new buffer. If more than K rows arrive at once, only the last K are kept.
+  """
+  _check_choice('cross_device', cross_device, _CROSS_DEVICE)
+  if not isinstance(buffer, GradientBuffer):
+    raise TypeError(f'`buffer` must be a GradientBuffer, got {type(buffer).__name__}.')
+  if jax.tree.structure(carry_grads) != jax.tree.structure(buffer.values):
+    raise ValueError('`carry_grads` must have the carry\'s tree structure '
+                     f'{jax.tree.structure(buffer.values)}, got '
+                     f'{jax.tree.structure(carry_grads)}.')
+  g_leaves = jax.tree.leaves(carry_grads)
+  b_leaves = jax.tree.leaves(buffer.values)
+  rows = None
+  for g, b in zip(g_leaves, b_leaves):
+    if jnp.ndim(g) != b.ndim or tuple(jnp.shape(g)[1:]) != b.shape[1:]:
+      raise ValueError(f'`carry_grads` leaves must be [n, *unit] with unit shape '
+                       f'{b.shape[1:]}, got shape {jnp.shape(g)}.')
+    if rows is not None and g.shape[0] != rows:
+      raise ValueError('`carry_grads` leaves must share the row count n, got shapes '
+                       f'{[jnp.shape(x) for x in g_leaves]}.')
+    rows = g.shape[0]
+  if axis_name is not None:
+    if cross_device == 'gather':
+      carry_grads = jax.lax.all_gather(carry_grads, axis_name, axis=0, tiled=True)
+    else:
+      carry_grads = jax.lax.pmean(carry_grads, axis_name)
+    rows = jax.tree.leaves(carry_grads)[0].shape[0]
+  if rows == 0:
+    return buffer
+  capacity = buffer.capacity
+  skipped = max(rows - capacity, 0)   # Only the newest K rows can stay.
+  if skipped:
+    carry_grads = jax.tree.map(lambda g: g[skipped:], carry_grads)
+    rows = capacity
+  slots = (buffer.count + skipped + jnp.arange(rows)) % capacity  # distinct slots
+  values = jax.tree.map(lambda b, g: b.at[slots].set(g.astype(b.dtype)), buffer.values,
+                        carry_grads)
+  return GradientBuffer(values=values, count=buffer.count + skipped + rows)
+
+
+def cleaning_noise(
+    buffer_size: int = 256,
+    scale: float = 1.0,
+    *,
+    draw: str = 'vector',
+    sign: str = 'unit',
+    cross_device: str = 'gather',
+    initial_value: float | Callable[..., Array] = 0.0,
+) -> CleaningNoise:
+  """Gradient-scaled noise around a learned carry (Zimmermann et al. 2012, trick 3).
+
+  Args:
+    buffer_size: K, how many recent gradient entries are kept (the oldest are retired first).
+    scale: factor on the drawn deviation (>= 0).
+    draw: 'vector' (one entry per sequence) or 'unit' (one entry per unit).
+    sign: 'unit' (random sign per unit), 'vector' (one random sign per sequence) or 'none'.
+    cross_device: with an `axis_name` in `update`: 'gather' pushes every device's rows (in
+      device order) or 'mean' pushes their mean over devices. Either way every device ends
+      with the same buffer.
+    initial_value: the learned carry's initial value, as in `initstate.learned`.
+
+  Returns:
+    A `CleaningNoise`.
+  """
+  if isinstance(buffer_size, bool) or not isinstance(buffer_size, (int, np.integer)) or (
+      buffer_size < 1):
+    raise ValueError(f'`buffer_size` must be a positive int, got {buffer_size!r}.')
+  buffer_size = int(buffer_size)
+  strategies_lib._check_stddev(scale)  # pylint: disable=protected-access
+  _check_choice('draw', draw, _DRAWS)
+  _check_choice('sign', sign, _SIGNS)
+  _check_choice('cross_device', cross_device, _CROSS_DEVICE)
+  learned = strategies_lib.learned(initial_value)
+
+  def init_buffer(template: Carry) -> GradientBuffer:
+    spec = strategies_lib.CarrySpec.from_template(template)
+    return GradientBuffer(values=spec.zeros((buffer_size,)), count=jnp.zeros((), jnp.int32))
+
+  def _check_buffer(buffer: Any, params: Params) -> GradientBuffer:
+    if not isinstance(buffer, GradientBuffer):
+      raise TypeError(f'`buffer` must be a GradientBuffer (from `init_buffer`), got '
+                      f'{type(buffer).__name__}.')
+    p_shapes = [jnp.shape(p) for p in jax.tree.leaves(params)]
+    b_shapes = [jnp.shape(v)[1:] for v in jax.tree.leaves(buffer.values)]
+    if (jax.tree.structure(params) != jax.tree.structure(buffer.values)
+        or p_shapes != b_shapes):
+      raise ValueError(f'`buffer` entries have unit shapes {b_shapes} but the learned carry has '
+                       f'{p_shapes}; make the buffer with `init_buffer` from the same template.')
+    if buffer.capacity != buffer_size:
+      raise ValueError(f'`buffer` holds {buffer.capacity} entries but this cleaning_noise was '
+                       f'made with buffer_size={buffer_size}.')
+    return buffer
+
+  def deviation(buffer: GradientBuffer, rng: PRNGKey, batch: tuple[int, ...]) -> Carry:
+    """The noise: scale * sign * entry, leaves [*batch, *unit]; zeros while the buffer is empty."""
+    size = buffer.size()
+    leaves, treedef = jax.tree.flatten(buffer.values)
+    k_index, k_sign = jax.random.split(rng)
+    index_keys = jax.random.split(k_index, len(leaves))
+    sign_keys = jax.random.split(k_sign, len(leaves))
+    # Uniform over the filled slots; `size` may be 0 (then the draw is masked out below).
+    draw_index = lambda k, shape: jax.random.randint(k, shape, 0, jnp.maximum(size, 1))
+    vector_index = draw_index(index_keys[0], batch)
+    vector_sign = jax.random.rademacher(sign_keys[0], batch, jnp.float32)
+    out = []
+    for leaf, ik, sk in zip(leaves, index_keys, sign_keys):
+      unit = leaf.shape[1:]
+      if draw == 'vector':
+        entry = leaf[vector_index]                       # [*batch, *unit]
+      else:
+        idx = draw_index(ik, batch + unit)              # [*batch, *unit]
+        flat = jnp.reshape(leaf, (buffer_size, -1))      # [K, U]
+        picked = jnp.take_along_axis(flat, jnp.reshape(idx, (-1, flat.shape[1])), axis=0)
+        entry = jnp.reshape(picked, batch + unit)       # picked[n, u] = flat[idx[n, u], u]
+      if sign == 'unit':
+        entry = entry * jax.random.rademacher(sk, batch + unit, leaf.dtype)
+      elif sign == 'vector':
+        entry = entry * jnp.reshape(vector_sign, batch + (1,) * len(unit)).astype(leaf.dtype)
+      out.append(jnp.where(size > 0, scale * entry, jnp.zeros_like(entry)))
+    return jax.lax.stop_gradient(jax.tree.unflatten(treedef, out))
+
+  def init_carry(params: Params, buffer: GradientBuffer, rng: PRNGKey | None, batch: Batch, *,
+                 train: bool) -> Carry:
+    """The learned carry [*batch, *unit], plus a drawn deviation when `train=True`."""
+    strategies_lib._check_train(train)  # pylint: disable=protected-access
+    batch = normalize_batch(batch)
+    carry = learned.init_carry(params, None, batch, train=False)
+    if not train:
+      return carry
+    buffer = _check_buffer(buffer, params)
+    strategies_lib._need_rng(rng, 'cleaning_noise')  # pylint: disable=protected-access
+    return jax.tree.map(jnp.add, carry, deviation(buffer, rng, batch))
+
+  def update(buffer: GradientBuffer, carry_grads: Carry, *,
+             axis_name: Any = None) -> GradientBuffer:
+    return update_gradient_buffer(buffer, carry_grads, axis_name=axis_name,
+                                  cross_device=cross_device)
+  update.__doc__ = update_gradient_buffer.__doc__
+
+  def with_buffer(buffer: GradientBuffer) -> strategies_lib.CarryStrategy:
+    def bound_init_carry(params, rng, batch, *, train):
+      return init_carry(params, buffer, rng, batch, train=train)
+    return strategies_lib.CarryStrategy(learned.init, bound_init_carry, needs_rng=True)
+
+  return CleaningNoise(learned.init, init_buffer, init_carry, update, with_buffer)
