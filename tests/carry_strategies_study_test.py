@@ -50,6 +50,25 @@ class SplitTest(parameterized.TestCase):
           self.assertEqual(split['position'][n, t], 1)
 
 
+  def test_stream_context_is_the_same_sequence_before_the_window(self):
+    config = study.Config(task='stream', seq_len=6, min_seq_len=2)
+    hmm = tasks.random_hmm(jax.random.key(0), config.num_states, config.num_symbols)
+    split = study.make_split(jax.random.key(1), hmm, config, 40)
+    context, inputs, resets = split['context'], split['inputs'], split['resets']
+    width = config.seq_len
+    self.assertEqual(context.shape, (40, study.CONTEXT_STEPS, config.num_symbols))
+    np.testing.assert_array_equal(context[0], 0.0)  # The stream starts at window 0.
+    for n in range(1, 40):
+      for j in range(1, study.CONTEXT_STEPS + 1):
+        # Symbol j steps back belongs to the window's first sequence iff no reset since.
+        same = not resets[n, 0] and not resets[n - 1, width - j + 1:].any()
+        expected = np.eye(config.num_symbols)[inputs[n - 1, width - j]] if same else 0.0
+        np.testing.assert_array_equal(context[n, j - 1], expected, f'window {n}, {j} back')
+    self.assertGreater(context.sum(), 10)
+    short = study.make_split(jax.random.key(1), hmm, study.Config(seq_len=6), 4)
+    np.testing.assert_array_equal(short['context'], 0.0)
+
+
 class MetricsTest(absltest.TestCase):
 
   def test_excess_by_position(self):
@@ -151,9 +170,44 @@ class EndToEndTest(absltest.TestCase):
                                   params['learned']['readout']['kernel'])
     self.assertNotIn('carry', params['zeros']['rnn'])
 
+  def test_new_strategies_run_end_to_end(self):
+    common = ['--steps', '10', '--eval-every', '5', '--seeds', '2', '--hidden-size', '4',
+              '--train-sequences', '16', '--val-sequences', '16', '--seq-len', '6',
+              '--no-progress']
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+      short = study.main(common + ['--strategies', 'learned,cleaning,latent(4)', '--out', tmp])
+      stream = study.main(common + ['--task', 'stream', '--out', tmp])  # default strategies
+    for name in ('cleaning', 'latent(4)'):
+      self.assertTrue(np.all(np.isfinite(short['strategies'][name]['metrics']['final_val'])))
+      self.assertTrue(any(f'Against learned, {name}' in v for v in short['verdicts']))
+    self.assertEqual(list(stream['strategies']),
+                     list(study.DEFAULT_STRATEGIES) + [study.CONDITIONAL])
+    self.assertTrue(np.all(np.isfinite(
+        stream['strategies']['conditional']['metrics']['final_val'])))
+
+  def test_cleaning_buffer_fills_in_training(self):
+    config = study.Config(hidden_size=4, seq_len=5, train_sequences=8, seeds=2, batch_size=4,
+                          eval_every=3)
+    hmm = tasks.random_hmm(jax.random.key(0), config.num_states, config.num_symbols)
+    split = jax.tree.map(lambda a: np.stack([a, a]),
+                         study.make_split(jax.random.key(1), hmm, config, 8))
+    keys = jax.vmap(jax.random.key)(np.arange(2))
+    init, train_chunk, _ = study.make_trainer(config, 'cleaning')
+    state = init(keys, split)
+    state, _ = train_chunk(state, keys, split, 0)
+    buffer = state[2]['rnn']['gradients']
+    np.testing.assert_array_equal(buffer.count, [12, 12])   # 3 steps x 4 sequences
+    self.assertGreater(float(np.abs(buffer.values.h[:, :12]).min(axis=-1).max()), 0.0)
+    np.testing.assert_array_equal(buffer.values.h[:, 12:], 0.0)
+
+  def test_conditional_needs_the_stream_task(self):
+    with self.assertRaisesRegex(ValueError, 'stream'):
+      study.make_trainer(study.Config(), 'conditional')
+
   def test_bad_options(self):
     with contextlib.redirect_stderr(io.StringIO()):
-      for argv in (['--seeds', '1'], ['--strategies', 'nope'], ['--steps', '15']):
+      for argv in (['--seeds', '1'], ['--strategies', 'nope'], ['--steps', '15'],
+                   ['--strategies', 'conditional']):
         with self.assertRaises(SystemExit):
           study.main(argv + ['--out', tempfile.mkdtemp(), '--no-progress'])
 

@@ -34,10 +34,12 @@ import numpy as np
 import optax
 
 from initstate._src import cells
+from initstate._src import cleaning
+from initstate._src import conditional
 from initstate._src import hmm as hmm_lib
 from initstate._src import losses
 from initstate._src import strategies
-from initstate._src.modules import RNN
+from initstate._src.modules import RNN, update_carry_buffers
 
 STRATEGIES = {
     'zeros': lambda: strategies.zeros(),
@@ -45,7 +47,22 @@ STRATEGIES = {
     'noisy(0.01)': lambda: strategies.noisy(0.01),
     'learned': lambda: strategies.learned(),
     'noisy_learned(0.3)': lambda: strategies.noisy_learned(0.3),
+    # Zimmermann et al. (2012) trick 3: deviations drawn from the last 256 per-sequence
+    # gradients at the initial carry, random sign per unit. The loss is a mean over the
+    # batch's counted steps, so the gradients are scaled by that count: a deviation is the
+    # gradient of one sequence's summed loss (the error flow at s0 of the source's
+    # sum-of-errors objective).
+    'cleaning': lambda: cleaning.cleaning_noise(256),
+    # z ~ N(0, I_4) through a learned projection (tanh); z = 0 at evaluation.
+    'latent(4)': lambda: conditional.latent(4),
+    # Stream task only: an MLP maps the CONTEXT_STEPS symbols before the window (those of the
+    # sequence the window starts in) to the first carry; resets use a learned carry.
+    'conditional': lambda: strategies.learned(),
 }
+CONDITIONAL = 'conditional'
+CONTEXT_STEPS = 4
+DEFAULT_STRATEGIES = ('zeros', 'noisy(0.3)', 'noisy(0.01)', 'learned', 'noisy_learned(0.3)',
+                      'cleaning', 'latent(4)')
 POSITIONS = (1, 2, 3, 5)
 BUDGET_FRACTIONS = (0.1, 0.25, 0.5)
 SPEED_MARGIN = 0.02  # nats: "within the margin of the best final validation loss".
@@ -71,7 +88,7 @@ class Config:
   eval_every: int = 25
   seeds: int = 5
   task_seed: int = 0
-  strategies: tuple[str, ...] = tuple(STRATEGIES)
+  strategies: tuple[str, ...] = DEFAULT_STRATEGIES  # stream: CONDITIONAL is added
 
 
 FULL = dict(hidden_size=64, steps=5000, seeds=10, eval_every=50)
@@ -82,12 +99,15 @@ FULL = dict(hidden_size=64, steps=5000, seeds=10, eval_every=50)
 
 
 def make_split(key: jax.Array, hmm: hmm_lib.HMM, config: Config, num: int) -> dict[str, Any]:
-  """A split as numpy arrays [N, W]: inputs, targets, mask, resets, position, bayes.
+  """A split as numpy arrays [N, W]: inputs, targets, mask, resets, position, bayes; context.
 
   At step t the model reads `inputs[:, t]` and predicts `targets[:, t]`. `position` is how
   many symbols of the current sequence it has read (1 = first prediction after a reset);
   `bayes` is the exact Bayes-optimal loss of that prediction; `mask` marks steps with a target
-  of the same sequence; `resets` marks steps where a new sequence starts.
+  of the same sequence; `resets` marks steps where a new sequence starts. `context` [N, C, V]
+  holds, one-hot, the C = CONTEXT_STEPS symbols just before the window that belong to the
+  sequence the window starts in (most recent first; zeros elsewhere, and always zeros for the
+  short task, whose sequences start with the window).
   """
   if config.task == 'short':
     symbols = hmm_lib.sample(key, hmm, num, config.seq_len + 1)
@@ -97,7 +117,8 @@ def make_split(key: jax.Array, hmm: hmm_lib.HMM, config: Config, num: int) -> di
     return dict(inputs=symbols[:, :-1], targets=symbols[:, 1:],
                 mask=np.ones((num, width), bool), resets=np.zeros((num, width), bool),
                 position=np.broadcast_to(np.arange(1, width + 1), (num, width)).copy(),
-                bayes=bayes)
+                bayes=bayes,
+                context=np.zeros((num, CONTEXT_STEPS, config.num_symbols), np.float32))
   if config.task != 'stream':
     raise ValueError(f'unknown task {config.task!r}; use "short" or "stream".')
   # A long stream of sequences with random lengths, cut into windows of `seq_len` steps.
@@ -120,9 +141,14 @@ def make_split(key: jax.Array, hmm: hmm_lib.HMM, config: Config, num: int) -> di
     raise AssertionError('stream too short')  # Cannot happen: count covers it.
   cut = lambda a: a[:total].reshape(num, width)
   next_pos = stream_pos[1:total + 1].reshape(num, width)
+  starts = np.arange(num) * width
+  context = np.zeros((num, CONTEXT_STEPS, config.num_symbols), np.float32)
+  for j in range(1, CONTEXT_STEPS + 1):  # j steps back: same sequence iff j <= its position.
+    same = (stream_pos[starts] >= j) & (starts >= j)
+    context[same, j - 1, stream_x[starts[same] - j]] = 1.0
   return dict(inputs=cut(stream_x), targets=stream_x[1:total + 1].reshape(num, width),
               mask=next_pos > 0, resets=cut(stream_pos) == 0, position=next_pos,
-              bayes=np.where(next_pos > 0, cut(stream_bayes), 0.0))
+              bayes=np.where(next_pos > 0, cut(stream_bayes), 0.0), context=context)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,54 +158,90 @@ def make_split(key: jax.Array, hmm: hmm_lib.HMM, config: Config, num: int) -> di
 class Predictor(nn.Module):
   """Reads one-hot symbols, predicts the next symbol's logits: [B, W] -> [B, W, V]."""
   config: Config
-  carry: strategies.CarryStrategy
+  carry: Any  # a CarryStrategy or a CleaningNoise
+  conditional: bool = False
 
   @nn.compact
-  def __call__(self, symbols, resets, *, train: bool):
+  def __call__(self, symbols, resets, context, *, train: bool):
     c = self.config
     cell = {'lstm': cells.lstm, 'gru': cells.gru}[c.cell](c.hidden_size)
     x = jax.nn.one_hot(symbols, c.num_symbols)
-    out = RNN(cell, carry=self.carry, name='rnn')(x, resets=resets, train=train)
+    initial_carry = None
+    if self.conditional:
+      net = conditional.from_context(hidden_sizes=(c.hidden_size,))
+      flat = jnp.reshape(context, (context.shape[0], -1))   # [B, C * V]
+      initial_carry = net.apply(
+          self.param('init_net', net.init, flat.shape[-1], cell.carry_template), flat)
+    out = RNN(cell, carry=self.carry, name='rnn')(x, resets=resets, initial_carry=initial_carry,
+                                                  train=train)
     return nn.Dense(c.num_symbols, name='readout')(out.outputs)
 
 
-def _per_step_loss(model, params, split, *, train, rng=None):
+def _apply(model, variables, split, *, train, rng=None):
   resets = jnp.asarray(split['resets']) if model.config.task == 'stream' else None
-  logits = model.apply({'params': params}, split['inputs'], resets, train=train,
+  logits = model.apply(variables, split['inputs'], resets, split['context'], train=train,
                        rngs=None if rng is None else {'carry': rng})
   return losses.softmax_cross_entropy(logits, split['targets'])
 
 
 def make_trainer(config: Config, strategy_name: str):
-  """Returns jitted (init, train_chunk, evaluate) functions, vmapped over seeds."""
-  model = Predictor(config, STRATEGIES[strategy_name]())
+  """Returns jitted (init, train_chunk, evaluate) functions, vmapped over seeds.
+
+  The training state is (params, optimiser state, carry buffers); the buffers are those of
+  cleaning noise (an empty dict for every other strategy).
+  """
+  if strategy_name == CONDITIONAL and config.task != 'stream':
+    raise ValueError('the conditional carry needs context, which only the stream task has '
+                     '(--task stream).')
+  strategy = STRATEGIES[strategy_name]()
+  model = Predictor(config, strategy, conditional=strategy_name == CONDITIONAL)
+  uses_buffer = isinstance(strategy, cleaning.CleaningNoise)
   optimizer = optax.adam(config.learning_rate)
+  batch_size = config.batch_size
 
   def init(seed_key, train_split):
-    params = model.init(jax.random.fold_in(seed_key, 0),
-                        train_split['inputs'][:2], None, train=False)['params']
-    return params, optimizer.init(params)
+    batch = jax.tree.map(lambda a: a[:batch_size], train_split)
+    variables = model.init(jax.random.fold_in(seed_key, 0), batch['inputs'],
+                           None if config.task == 'short' else batch['resets'],
+                           batch['context'], train=False)
+    params = variables['params']
+    buffers = variables['carry_buffer'] if uses_buffer else {}
+    return params, optimizer.init(params), buffers
 
   def train_chunk(state, seed_key, train_split, first_step):
     def step(state, i):
-      params, opt_state = state
+      params, opt_state, buffers = state
       k = jax.random.fold_in(jax.random.fold_in(seed_key, 1), i)
       k_batch, k_noise = jax.random.split(k)
-      idx = jax.random.randint(k_batch, (config.batch_size,), 0, config.train_sequences)
+      idx = jax.random.randint(k_batch, (batch_size,), 0, config.train_sequences)
       batch = jax.tree.map(lambda a: a[idx], train_split)
 
-      def loss_fn(p):
-        per_step = _per_step_loss(model, p, batch, train=True, rng=k_noise)
+      def loss_fn(p, perturbations):
+        variables = {'params': p}
+        if uses_buffer:
+          variables.update(carry_buffer=buffers, perturbations=perturbations)
+        per_step = _apply(model, variables, batch, train=True, rng=k_noise)
         return losses.masked_mean(per_step, batch['mask'])
 
-      loss, grads = jax.value_and_grad(loss_fn)(params)
+      perturbations = {}
+      if uses_buffer:
+        zeros = lambda t: jnp.zeros((batch_size,) + t.shape, t.dtype)
+        template = buffers['rnn']['gradients'].values
+        perturbations = {'rnn': {'initial_carry': jax.tree.map(lambda b: zeros(b[0]),
+                                                                template)}}
+      loss, (grads, carry_grads) = jax.value_and_grad(loss_fn, argnums=(0, 1))(
+          params, perturbations)
+      if uses_buffer:  # Per-sequence gradients of each sequence's summed loss.
+        count = jnp.sum(batch['mask']).astype(jnp.float32)
+        carry_grads = jax.tree.map(lambda g: g * count, carry_grads)
+        buffers = update_carry_buffers(buffers, carry_grads)
       updates, opt_state = optimizer.update(grads, opt_state, params)
-      return (optax.apply_updates(params, updates), opt_state), loss
+      return (optax.apply_updates(params, updates), opt_state, buffers), loss
 
     return jax.lax.scan(step, state, first_step + jnp.arange(config.eval_every))
 
   def evaluate(state, split):
-    per_step = _per_step_loss(model, state[0], split, train=False)
+    per_step = _apply(model, {'params': state[0]}, split, train=False)
     return losses.masked_mean(per_step, split['mask']), per_step
 
   return (jax.jit(jax.vmap(init)), jax.jit(jax.vmap(train_chunk, in_axes=(0, 0, 0, None))),
@@ -280,6 +342,15 @@ def verdicts(metrics: dict[str, dict[str, np.ndarray]]) -> list[str]:
                  f'[noisy_learned(0.3) vs learned: {kind}, gain {mean:+.4f}±{se:.4f} nats]')
   else:
     lines.append('Claim 3: n/a (needs zeros, learned and noisy_learned(0.3))')
+  if 'learned' in have:
+    for s in ('cleaning', 'latent(4)', CONDITIONAL):
+      if s in have:
+        gen = compare(metrics[s]['final_val'], metrics['learned']['final_val'])
+        best = compare(metrics[s]['best_val'], metrics['learned']['best_val'])
+        speed = compare(metrics[s][SPEED_METRIC], metrics['learned'][SPEED_METRIC])
+        lines.append(f'Against learned, {s}: final {gen[0]} ({gen[1]:+.4f}±{gen[2]:.4f}), '
+                     f'best {best[0]} ({best[1]:+.4f}±{best[2]:.4f}), speed {speed[0]} '
+                     f'({speed[1]:+.4f}±{speed[2]:.4f})')
   return lines
 
 
@@ -293,6 +364,9 @@ def run_study(config: Config, out_dir: str | os.PathLike[str], *, progress: bool
   for name in config.strategies:
     if name not in STRATEGIES:
       raise ValueError(f'unknown strategy {name!r}; choose from {list(STRATEGIES)}.')
+    if name == CONDITIONAL and config.task != 'stream':
+      raise ValueError(f'{CONDITIONAL!r} needs context, which only the stream task has '
+                       '(--task stream).')
   if config.seeds < 2:
     raise ValueError(f'--seeds must be at least 2 to measure a spread, got {config.seeds}.')
   if config.steps % config.eval_every:
@@ -479,8 +553,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   p.add_argument('--full', action='store_true',
                  help=f'the larger study: {", ".join(f"{k}={v}" for k, v in FULL.items())} '
                       '(explicit options still win)')
-  p.add_argument('--strategies', default=','.join(d.strategies),
-                 help=f'comma-separated, from {",".join(STRATEGIES)}')
+  p.add_argument('--strategies', default=None,
+                 help=f'comma-separated, from {",".join(STRATEGIES)}; default '
+                      f'{",".join(d.strategies)}, plus {CONDITIONAL} for --task stream')
   p.add_argument('--task', choices=('short', 'stream'), default=d.task,
                  help='short sequences, or a stream of sequences cut into windows with resets')
   for field in ('steps', 'seeds', 'eval_every', 'hidden_size', 'batch_size', 'num_states',
@@ -500,7 +575,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     v = getattr(args, field.name, None)
     if v is not None and field.name != 'strategies':
       values[field.name] = v
-  values['strategies'] = tuple(s.strip() for s in args.strategies.split(',') if s.strip())
+  if args.strategies is None:
+    values['strategies'] = d.strategies + ((CONDITIONAL,) if args.task == 'stream' else ())
+  else:
+    values['strategies'] = tuple(s.strip() for s in args.strategies.split(',') if s.strip())
   config = Config(**values)
   for name in ('steps', 'seeds', 'eval_every', 'hidden_size', 'batch_size', 'seq_len',
                'train_sequences', 'val_sequences'):
