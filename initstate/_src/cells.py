@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from initstate._src.fused import FUSED_ATTR
 from initstate._src.types import Array, Carry, Params, PRNGKey
 
 Initializer = Callable[[PRNGKey, tuple[int, ...], Any], Array]
@@ -145,6 +146,7 @@ def lstm(
     new_h = jax.nn.sigmoid(o) * jnp.tanh(new_c)
     return LSTMCarry(h=new_h, c=new_c), new_h
 
+  setattr(apply, FUSED_ATTR, ('lstm',))  # scan_rnn may run it as a fused sequence op.
   template = LSTMCarry(h=_template(hidden_size, param_dtype), c=_template(hidden_size, param_dtype))
   return RecurrentCell(init, apply, template, hidden_size)
 
@@ -181,6 +183,7 @@ def gru(
     new_h = (1.0 - z) * n + z * carry
     return new_h, new_h
 
+  setattr(apply, FUSED_ATTR, ('gru',))  # scan_rnn may run it as a fused sequence op.
   return RecurrentCell(init, apply, _template(hidden_size, param_dtype), hidden_size)
 
 
@@ -238,6 +241,9 @@ def stack(cells: Sequence[RecurrentCell]) -> RecurrentCell:
       new_carry.append(c)
     return tuple(new_carry), x
 
+  kinds = [getattr(c.apply, FUSED_ATTR, None) for c in cells]
+  if all(k is not None and k[0] != 'stack' for k in kinds):
+    setattr(apply, FUSED_ATTR, ('stack', tuple(k[0] for k in kinds)))
   return RecurrentCell(init, apply, tuple(c.carry_template for c in cells),
                        cells[-1].output_size)
 

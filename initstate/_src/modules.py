@@ -1,5 +1,6 @@
 """`flax.linen` module: a recurrent layer whose cell and initial carry live in one param tree."""
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,8 +29,8 @@ class RNN(nn.Module):
   Attributes:
     cell: an initstate `RecurrentCell` (`lstm`, `gru`, `elman`, `stack`) or a `flax.linen` cell.
     carry: the initial-carry strategy (default `zeros()`).
-    burn_in, stop_gradient_burn_in, reverse, unroll, time_major, return_carries: as in
-      `scan_rnn`.
+    burn_in, stop_gradient_burn_in, reverse, unroll, time_major, return_carries,
+      implementation: as in `scan_rnn`.
     train: default for the `train` call argument (set one of the two).
     carry_rng: name of the rng stream for carry noise.
     buffer_collection: with `carry=cleaning_noise(...)`, the variable collection holding the
@@ -56,6 +57,7 @@ class RNN(nn.Module):
   unroll: int = 1
   time_major: bool = False
   return_carries: bool = False
+  implementation: str = 'auto'
   train: bool | None = None
   carry_rng: str = 'carry'
   buffer_collection: str = 'carry_buffer'
@@ -135,14 +137,14 @@ class RNN(nn.Module):
       init_key = None if rng is None else jax.random.split(rng)[0]
       initial_carry = self.perturb('initial_carry', init_carry_fn(init_key, batch))
 
-    def cell_fn(carry, x):
-      return cell.apply(cell_params, carry, x)
+    cell_fn = functools.partial(cell.apply, cell_params)  # lets scan_rnn fuse built-in cells
 
     return scan_rnn(
         cell_fn, inputs, initial_carry, init_carry_fn=init_carry_fn, rng=rng,
         seq_lengths=seq_lengths, resets=resets, burn_in=self.burn_in,
         stop_gradient_burn_in=self.stop_gradient_burn_in, reverse=self.reverse,
-        unroll=self.unroll, time_major=self.time_major, return_carries=self.return_carries)
+        unroll=self.unroll, time_major=self.time_major, return_carries=self.return_carries,
+        implementation=self.implementation)
 
 
 def update_carry_buffers(buffers: Any, carry_grads: Any, *, axis_name: Any = None,

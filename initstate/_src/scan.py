@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from initstate._src import fused as fused_lib
 from initstate._src.losses import loss_mask
 from initstate._src.types import Array, Carry, PRNGKey
 
@@ -86,6 +87,7 @@ def scan_rnn(
     unroll: int | bool = 1,
     time_major: bool = False,
     return_carries: bool = False,
+    implementation: str = 'auto',
 ) -> ScanOutput:
   """Runs `cell_fn` over the time axis of `inputs` (see the module docstring for semantics).
 
@@ -107,6 +109,12 @@ def scan_rnn(
     unroll: `jax.lax.scan`'s unroll.
     time_major: inputs, outputs, resets and carries are [T, B, ...].
     return_carries: also return the carry after every step.
+    implementation: 'auto' runs the built-in LSTM and GRU cells (and stacks of them), given as
+      `functools.partial(cell.apply, params)` with one input array, through the fused
+      recurrence of `initstate._src.fused` (same results, a faster backward pass; reverse-mode
+      differentiation only) and anything else step by step; 'fused' requires the fused path
+      (an error if the cell does not qualify); 'generic' always steps `cell_fn` (use it for
+      forward-mode differentiation). `unroll` applies to the generic path only.
 
   Returns:
     A `ScanOutput(final_carry, outputs, mask, carries)`.
@@ -158,6 +166,15 @@ def scan_rnn(
     if init_carry_fn is None:
       raise ValueError('`resets` needs `init_carry_fn` to make the fresh carries.')
 
+  if implementation not in ('auto', 'fused', 'generic'):
+    raise ValueError("`implementation` must be 'auto', 'fused' or 'generic', got "
+                     f'{implementation!r}.')
+  plan = None if implementation == 'generic' else fused_lib.plan(cell_fn, inputs)
+  if implementation == 'fused' and plan is None:
+    raise ValueError("implementation='fused' needs `cell_fn = functools.partial(cell.apply, "
+                     'params)` of an initstate lstm, gru or stack of them, and `inputs` as one '
+                     f'float array [B, T, D] matching the cell; got {cell_fn!r}.')
+
   init_key = reset_key = None
   if rng is not None:
     init_key, reset_key = jax.random.split(rng)
@@ -197,10 +214,29 @@ def scan_rnn(
           jnp.reshape(valid_t, valid_t.shape + (1,) * (a.ndim - 1)), a, jnp.zeros_like(a)), y)
     return new_carry, (y, new_carry if return_carries else None)
 
-  def run(carry, start, stop):
+  def run_generic(carry, start, stop):
     scanned = (jax.tree.map(lambda x: x[start:stop], xs), valid[start:stop],
                None if resets_tm is None else resets_tm[start:stop], steps[start:stop])
     return jax.lax.scan(step, carry, scanned, unroll=unroll)
+
+  if plan is not None and resets_tm is not None:
+    # Every step's fresh carry, drawn with the same keys as the generic path: leaves [T, B, ...].
+    reset_carries = jax.vmap(lambda t: init_carry_fn(
+        None if reset_key is None else jax.random.fold_in(reset_key, t), batch))(steps)
+  else:
+    reset_carries = None
+
+  def run_fused(carry, start, stop):
+    final, hs, cs = fused_lib.run(
+        plan, xs[start:stop], carry,
+        None if seq_lengths is None else valid[start:stop],
+        None if resets_tm is None else resets_tm[start:stop],
+        None if reset_carries is None else jax.tree.map(lambda c: c[start:stop], reset_carries))
+    if seq_lengths is not None:  # Outputs are zeros on padding; carries are held.
+      hs = jnp.where(valid[start:stop, :, None], hs, jnp.zeros_like(hs))
+    return final, (hs, cs if return_carries else None)
+
+  run = run_generic if plan is None else run_fused
 
   if burn_in > 0 and stop_gradient_burn_in:
     carry, (ys_burn, cs_burn) = run(initial_carry, 0, burn_in)

@@ -1,0 +1,291 @@
+"""A fused recurrence for the built-in LSTM and GRU cells (and stacks of them).
+
+`scan_rnn` uses it automatically (`implementation='auto'`) when the cell function is
+`functools.partial(cell.apply, params)` of an `initstate.lstm`, `initstate.gru`, or a `stack`
+of them, and the inputs are one array. The maths are the cells' own; what changes is how the
+work is laid out (the cuDNN recipe):
+
+* the input projection of all T steps is one [T*B, D] @ [D, G*H] matmul before the loop, split
+  per gate into [T, B, H] arrays (a gate fusion that reads a slice of one scanned [T, B, G*H]
+  array ran about 6x slower here: see PERF-NOTES);
+* a `jax.custom_vjp` whose backward loop carries only the state gradient (dh, dc) through time
+  and emits the gate gradients [T, B, G*H]; the weight gradients are then a few large matmuls
+  after the loop, instead of a [H, G*H] accumulation at every step;
+* a stack runs layer by layer over the whole sequence.
+
+Padding (`valid`), resets (fresh carries given per step) and held carries follow `scan_rnn`'s
+semantics exactly; tests compare outputs and gradients with the generic path. The custom VJP
+supports reverse-mode differentiation (grad, vjp) and vmap; forward-mode (jvp, jacfwd) needs
+`implementation='generic'`.
+"""
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from initstate._src.types import Array
+
+# Set on a cell's `apply` by `cells.py`: ('lstm',) / ('gru',) / ('stack', (kinds...)).
+FUSED_ATTR = '_initstate_fused'
+
+
+def plan(cell_fn: Any, inputs: Any) -> tuple[tuple[Any, ...], tuple[str, ...], bool] | None:
+  """(per-layer params, per-layer kinds, is_stack) when `cell_fn` can be fused, else None."""
+  if not isinstance(cell_fn, functools.partial) or cell_fn.keywords or len(cell_fn.args) != 1:
+    return None
+  kind = getattr(cell_fn.func, FUSED_ATTR, None)
+  if kind is None or not hasattr(inputs, 'shape') or jnp.ndim(inputs) != 3:
+    return None
+  if not jnp.issubdtype(jnp.result_type(inputs), jnp.floating):
+    return None
+  params = cell_fn.args[0]
+  if kind[0] == 'stack':
+    if not isinstance(params, tuple) or len(params) != len(kind[1]):
+      return None
+    layers, kinds, is_stack = params, kind[1], True
+  else:
+    layers, kinds, is_stack = (params,), (kind[0],), False
+  if not all(isinstance(p, dict) and 'w_i' in p for p in layers):
+    return None
+  if inputs.shape[-1] != layers[0]['w_i'].shape[0]:
+    return None  # The generic path raises the cell's own clear error.
+  return layers, kinds, is_stack
+
+
+def _where(mask: Array | None, a: Array, b: Array) -> Array:
+  """mask [B] selects a over b for leaves [B, H]."""
+  return jnp.where(mask[:, None], a, b)
+
+
+def _gates(xs: Array, w_i: Array, b: Array, num_gates: int) -> list[Array]:
+  """Input projection of every step, split per gate: xs [T, B, D] -> num_gates x [T, B, H]."""
+  t, batch, d = xs.shape
+  h = w_i.shape[1] // num_gates
+  proj = jnp.matmul(jnp.reshape(xs, (t * batch, d)), w_i)
+  proj = proj + jnp.reshape(b, (1, -1))
+  proj = jnp.reshape(proj, (t, batch, num_gates, h))
+  return [proj[:, :, k] for k in range(num_gates)]
+
+
+def _weight_grads(das: Array, inputs: Array) -> Array:
+  """sum_t inputs[t]^T @ das[t]: [T, B, N], [T, B, M] -> [N, M], as one matmul."""
+  t, batch = das.shape[:2]
+  return jnp.matmul(jnp.reshape(inputs, (t * batch, -1)).T, jnp.reshape(das, (t * batch, -1)))
+
+
+# ---------------------------------------------------------------------------------------------
+# LSTM: gates (i, f, g, o); c' = s(f) c + s(i) tanh(g); h' = s(o) tanh(c').
+
+
+@functools.lru_cache(maxsize=None)
+def _lstm_op(has_valid: bool, has_reset: bool):
+  """A custom-VJP LSTM over [T, B, D], specialised on whether masks and resets are present."""
+
+  def forward(params, xs, h0, c0, valid, reset, reset_h, reset_c, save):
+    w_h = params['w_h']
+    hidden = w_h.shape[0]
+    xi, xf, xg, xo = _gates(xs, params['w_i'], params['b'], 4)
+
+    def step(carry, inp):
+      h, c = carry
+      gi, gf, gg, go, v, r, rh, rc = inp
+      if has_reset:
+        h, c = _where(r, rh, h), _where(r, rc, c)
+      hw = jnp.matmul(h, w_h)
+      i = jax.nn.sigmoid(gi + hw[:, :hidden])
+      f = jax.nn.sigmoid(gf + hw[:, hidden:2 * hidden])
+      g = jnp.tanh(gg + hw[:, 2 * hidden:3 * hidden])
+      o = jax.nn.sigmoid(go + hw[:, 3 * hidden:])
+      new_c = f * c + i * g
+      tc = jnp.tanh(new_c)
+      new_h = o * tc
+      if has_valid:
+        new_h, new_c = _where(v, new_h, h), _where(v, new_c, c)
+      saved = (i, f, g, o, tc, h, c) if save else ()
+      return (new_h, new_c), (new_h, new_c) + saved
+
+    _, out = jax.lax.scan(step, (h0, c0), (xi, xf, xg, xo, valid, reset, reset_h, reset_c))
+    return out
+
+  @jax.custom_vjp
+  def run(params, xs, h0, c0, valid, reset, reset_h, reset_c):
+    hs, cs = forward(params, xs, h0, c0, valid, reset, reset_h, reset_c, save=False)
+    return hs, cs
+
+  def run_fwd(params, xs, h0, c0, valid, reset, reset_h, reset_c):
+    hs, cs, *saved = forward(params, xs, h0, c0, valid, reset, reset_h, reset_c, save=True)
+    return (hs, cs), (params, xs, valid, reset, saved)
+
+  def run_bwd(res, cotangents):
+    params, xs, valid, reset, (i, f, g, o, tc, h_in, c_in) = res
+    dhs, dcs = cotangents
+    w_h_t = params['w_h'].T
+
+    def step(carry, inp):
+      dh, dc = carry
+      dh_out, dc_out, i, f, g, o, tc, c_in, v, r = inp
+      dh = dh + dh_out
+      dc = dc + dc_out
+      dnew_c = dc + dh * o * (1.0 - tc * tc)
+      da = jnp.concatenate([
+          dnew_c * g * i * (1.0 - i),
+          dnew_c * c_in * f * (1.0 - f),
+          dnew_c * i * (1.0 - g * g),
+          dh * tc * o * (1.0 - o),
+      ], axis=-1)
+      dc_in = dnew_c * f
+      if has_valid:
+        da = _where(v, da, jnp.zeros_like(da))
+      dh_in = jnp.matmul(da, w_h_t)
+      if has_valid:
+        dh_in, dc_in = _where(v, dh_in, dh), _where(v, dc_in, dc)
+      drh = drc = None
+      if has_reset:
+        zeros = jnp.zeros_like(dh_in)
+        drh, drc = _where(r, dh_in, zeros), _where(r, dc_in, zeros)
+        dh_in, dc_in = _where(r, zeros, dh_in), _where(r, zeros, dc_in)
+      return (dh_in, dc_in), (da, drh, drc)
+
+    zeros = jnp.zeros_like(dhs[0])
+    (dh0, dc0), (das, drh, drc) = jax.lax.scan(
+        step, (zeros, zeros), (dhs, dcs, i, f, g, o, tc, c_in, valid, reset), reverse=True)
+    t, batch, d = xs.shape
+    flat_da = jnp.reshape(das, (t * batch, -1))
+    grads = {'w_i': _weight_grads(das, xs), 'w_h': _weight_grads(das, h_in),
+             'b': jnp.sum(flat_da, axis=0)}
+    dxs = jnp.reshape(jnp.matmul(flat_da, params['w_i'].T), (t, batch, d))
+    return grads, dxs, dh0, dc0, None, None, drh, drc
+
+  run.defvjp(run_fwd, run_bwd)
+  return run
+
+
+# ---------------------------------------------------------------------------------------------
+# GRU: r = s(x_r + h_r), z = s(x_z + h_z), n = tanh(x_n + r h_n), h' = (1 - z) n + z h,
+# with x_* = x w_i* + b_i*, h_* = h w_h* + b_h*.
+
+
+@functools.lru_cache(maxsize=None)
+def _gru_op(has_valid: bool, has_reset: bool):
+  """A custom-VJP GRU over [T, B, D], specialised on whether masks and resets are present."""
+
+  def forward(params, xs, h0, valid, reset, reset_h, save):
+    w_h, b_h = params['w_h'], params['b_h']
+    hidden = w_h.shape[0]
+    xr, xz, xn = _gates(xs, params['w_i'], params['b_i'], 3)
+
+    def step(h, inp):
+      gr, gz, gn, v, r_t, rh = inp
+      if has_reset:
+        h = _where(r_t, rh, h)
+      hh = jnp.matmul(h, w_h) + jnp.reshape(b_h, (1, -1))
+      hn = hh[:, 2 * hidden:]
+      r = jax.nn.sigmoid(gr + hh[:, :hidden])
+      z = jax.nn.sigmoid(gz + hh[:, hidden:2 * hidden])
+      n = jnp.tanh(gn + r * hn)
+      new_h = (1.0 - z) * n + z * h
+      if has_valid:
+        new_h = _where(v, new_h, h)
+      saved = (r, z, n, hn, h) if save else ()
+      return new_h, (new_h,) + saved
+
+    _, out = jax.lax.scan(step, h0, (xr, xz, xn, valid, reset, reset_h))
+    return out
+
+  @jax.custom_vjp
+  def run(params, xs, h0, valid, reset, reset_h):
+    (hs,) = forward(params, xs, h0, valid, reset, reset_h, save=False)
+    return hs
+
+  def run_fwd(params, xs, h0, valid, reset, reset_h):
+    hs, *saved = forward(params, xs, h0, valid, reset, reset_h, save=True)
+    return hs, (params, xs, valid, reset, saved)
+
+  def run_bwd(res, dhs):
+    params, xs, valid, reset, (r, z, n, hn, h_in) = res
+    w_h_t = params['w_h'].T
+
+    def step(dh, inp):
+      dh_out, r, z, n, hn, h_in, v, r_t = inp
+      dh = dh + dh_out
+      dn = dh * (1.0 - z)
+      dan = dn * (1.0 - n * n)
+      dar = dan * hn * r * (1.0 - r)
+      daz = dh * (h_in - n) * z * (1.0 - z)
+      dx = jnp.concatenate([dar, daz, dan], axis=-1)          # input-side gate grads
+      dhh = jnp.concatenate([dar, daz, dan * r], axis=-1)     # hidden-side gate grads
+      if has_valid:
+        dx = _where(v, dx, jnp.zeros_like(dx))
+        dhh = _where(v, dhh, jnp.zeros_like(dhh))
+      dh_in = dh * z + jnp.matmul(dhh, w_h_t)
+      if has_valid:
+        dh_in = _where(v, dh_in, dh)
+      drh = None
+      if has_reset:
+        zeros = jnp.zeros_like(dh_in)
+        drh = _where(r_t, dh_in, zeros)
+        dh_in = _where(r_t, zeros, dh_in)
+      return dh_in, (dx, dhh, drh)
+
+    (dh0, (dxg, dhh, drh)) = jax.lax.scan(
+        step, jnp.zeros_like(dhs[0]), (dhs, r, z, n, hn, h_in, valid, reset), reverse=True)
+    t, batch, d = xs.shape
+    flat_dx = jnp.reshape(dxg, (t * batch, -1))
+    grads = {'w_i': _weight_grads(dxg, xs), 'w_h': _weight_grads(dhh, h_in),
+             'b_i': jnp.sum(flat_dx, axis=0),
+             'b_h': jnp.sum(jnp.reshape(dhh, (t * batch, -1)), axis=0)}
+    dxs = jnp.reshape(jnp.matmul(flat_dx, params['w_i'].T), (t, batch, d))
+    return grads, dxs, dh0, None, None, drh
+
+  run.defvjp(run_fwd, run_bwd)
+  return run
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _layer(kind: str, params: Any, xs: Array, carry: Any, valid: Array | None,
+           reset: Array | None, reset_carry: Any) -> tuple[Any, Array, Any]:
+  """One layer over the sequence: (final carry, ys [T, B, H] held, carries [T, B, H] held)."""
+  has_valid, has_reset = valid is not None, reset is not None
+  if kind == 'lstm':
+    rh, rc = (reset_carry.h, reset_carry.c) if has_reset else (None, None)
+    hs, cs = _lstm_op(has_valid, has_reset)(params, xs, carry.h, carry.c, valid, reset, rh, rc)
+    return carry._replace(h=hs[-1], c=cs[-1]), hs, carry._replace(h=hs, c=cs)
+  hs = _gru_op(has_valid, has_reset)(params, xs, carry, valid, reset,
+                                     reset_carry if has_reset else None)
+  return hs[-1], hs, hs
+
+
+def run(plan_: tuple[Any, tuple[str, ...]], xs: Array, carry: Any, valid: Array | None,
+        reset: Array | None, reset_carries: Any) -> tuple[Any, Array, Any]:
+  """Runs a planned cell over time-major inputs.
+
+  Args:
+    plan_: from `plan`.
+    xs: [T, B, D].
+    carry: the initial carry (the cell's structure, leaves [B, H]).
+    valid: bool [T, B] or None; invalid steps hold the carry.
+    reset: bool [T, B] or None; where True the carry is replaced, before the step, by
+      `reset_carries` (the cell's structure, leaves [T, B, H]).
+
+  Returns:
+    (final carry, outputs [T, B, H] (the last layer's h, held on invalid steps), carries
+    after every step (the cell's structure, leaves [T, B, H])).
+  """
+  params, kinds, is_stack = plan_
+  if valid is not None and reset is not None:
+    reset = reset & valid  # A reset on a padding step has no effect: the carry is held.
+  layers_carry = carry if is_stack else (carry,)
+  layers_reset = (reset_carries if is_stack else (reset_carries,)) if reset is not None else (
+      (None,) * len(kinds))
+  finals, all_carries = [], []
+  for kind, p, c, rc in zip(kinds, params, layers_carry, layers_reset):
+    final, xs, carries = _layer(kind, p, xs, c, valid, reset, rc)
+    finals.append(final)
+    all_carries.append(carries)
+  if is_stack:
+    return tuple(finals), xs, tuple(all_carries)
+  return finals[0], xs, all_carries[0]

@@ -1,0 +1,188 @@
+"""The fused LSTM/GRU recurrence agrees with the generic step-by-step path."""
+
+import functools
+import itertools
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import initstate
+from initstate._src import fused
+
+B, T, D = 3, 7, 2
+CELLS = {
+    'lstm': lambda: initstate.lstm(4),
+    'gru': lambda: initstate.gru(4),
+    'stack': lambda: initstate.stack([initstate.lstm(4), initstate.gru(5), initstate.lstm(3)]),
+    'stack1': lambda: initstate.stack([initstate.gru(4)]),
+}
+OPTIONS = {
+    'plain': {},
+    'lengths': dict(seq_lengths=np.array([7, 4, 0])),
+    'resets': dict(resets=np.array([[0, 0, 1, 0, 0, 1, 0], [1, 0, 0, 0, 0, 0, 0],
+                                    [0, 1, 1, 0, 0, 0, 1]], bool)),
+    'lengths_resets_reverse': dict(
+        seq_lengths=np.array([7, 4, 2]), reverse=True,
+        resets=np.array([[0, 0, 1, 0, 0, 1, 0], [0, 0, 0, 1, 0, 1, 0],
+                         [0, 1, 1, 0, 0, 0, 1]], bool)),
+    'burn_in_stop_gradient': dict(burn_in=3, stop_gradient_burn_in=True,
+                                  seq_lengths=np.array([7, 5, 1])),
+    'burn_in': dict(burn_in=2),
+}
+
+
+def _setup(cell_name, strategy=None):
+  cell = CELLS[cell_name]()
+  params = cell.init(jax.random.key(0), D)
+  strategy = strategy or initstate.noisy_learned(0.5)
+  carry_params = jax.tree.map(lambda a: a + 0.3,
+                              strategy.init(jax.random.key(1), cell.carry_template))
+  x = jax.random.normal(jax.random.key(2), (B, T, D))
+  return cell, params, strategy, carry_params, x
+
+
+def _loss(cell, strategy, params, carry_params, x, implementation, time_major=False,
+          **options):
+  if time_major:
+    x = jnp.swapaxes(x, 0, 1)
+    if 'resets' in options:
+      options = dict(options, resets=options['resets'].T)
+  out = initstate.scan_rnn(
+      functools.partial(cell.apply, params), x,
+      init_carry_fn=lambda k, b: strategy.init_carry(carry_params, k, b, train=True),
+      rng=jax.random.key(3), implementation=implementation, return_carries=True,
+      time_major=time_major, **options)
+  weights = jnp.linspace(0.5, 1.5, out.outputs.shape[-1])
+  loss = jnp.sum(jnp.where(out.mask[..., None], out.outputs * weights[None, None], 0.0) ** 2)
+  loss += sum(jnp.sum(jnp.sin(l)) for l in jax.tree.leaves(out.final_carry))
+  loss += sum(jnp.sum(l ** 3) for l in jax.tree.leaves(out.carries))
+  return loss, out
+
+
+class FusedAgreesWithGenericTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(
+      *[(f'{c}_{o}', c, o) for c, o in itertools.product(CELLS, OPTIONS)])
+  def test_outputs_and_gradients(self, cell_name, option_name):
+    cell, params, strategy, carry_params, x = _setup(cell_name)
+    options = OPTIONS[option_name]
+    results = {}
+    for impl in ('fused', 'generic'):
+      fn = jax.jit(jax.value_and_grad(
+          functools.partial(_loss, cell, strategy, implementation=impl, **options),
+          argnums=(0, 1, 2), has_aux=True))
+      results[impl] = fn(params, carry_params, x)
+    chex.assert_trees_all_close(results['fused'], results['generic'], atol=1e-5, rtol=1e-5)
+    # The comparison is not vacuous: every gradient is non-zero somewhere (the carry's is cut
+    # by a stop-gradient burn-in without resets).
+    g_params, g_carry, g_x = results['fused'][1]
+    checked = [g_params, g_x] + ([] if options.get('stop_gradient_burn_in') else [g_carry])
+    for g in jax.tree.leaves(checked):
+      self.assertGreater(float(jnp.abs(g).max()), 0.0)
+
+  @parameterized.parameters('lstm', 'stack')
+  def test_time_major(self, cell_name):
+    cell, params, strategy, carry_params, x = _setup(cell_name)
+    options = dict(OPTIONS['lengths_resets_reverse'], time_major=True)
+    fused_out = jax.value_and_grad(functools.partial(
+        _loss, cell, strategy, implementation='fused', **options), argnums=(0, 1, 2),
+                                   has_aux=True)(params, carry_params, x)
+    generic_out = jax.value_and_grad(functools.partial(
+        _loss, cell, strategy, implementation='generic', **options), argnums=(0, 1, 2),
+                                     has_aux=True)(params, carry_params, x)
+    chex.assert_trees_all_close(fused_out, generic_out, atol=1e-5, rtol=1e-5)
+
+  def test_vmap_over_models(self):
+    cell, params, strategy, carry_params, x = _setup('lstm')
+    stacked = jax.tree.map(lambda p: jnp.stack([p, 0.5 * p]), params)
+    grads = {}
+    for impl in ('fused', 'generic'):
+      grad_fn = jax.grad(lambda p, impl=impl: _loss(cell, strategy, p, carry_params, x, impl,
+                                                    **OPTIONS['lengths'])[0])
+      grads[impl] = jax.vmap(grad_fn)(stacked)
+    chex.assert_trees_all_close(grads['fused'], grads['generic'], atol=1e-5, rtol=1e-5)
+
+  def test_agrees_with_flax_optimized_lstm(self):
+    """An outside reference: Flax's OptimizedLSTMCell under nn.RNN, outputs and input grads."""
+    import flax.linen as nn  # pylint: disable=g-import-not-at-top
+    cell = initstate.lstm(4)
+    params = cell.init(jax.random.key(0), D)
+    x = jax.random.normal(jax.random.key(2), (B, T, D))
+    flax_rnn = nn.RNN(nn.OptimizedLSTMCell(4))
+    flax_vars = {'params': {'cell': initstate.lstm_params_to_flax(params)}}
+
+    def ours(x):
+      carry = initstate.LSTMCarry(jnp.zeros((B, 4)), jnp.zeros((B, 4)))
+      return initstate.scan_rnn(functools.partial(cell.apply, params), x, carry,
+                                implementation='fused').outputs
+
+    theirs = lambda x: flax_rnn.apply(flax_vars, x)
+    np.testing.assert_allclose(ours(x), theirs(x), atol=1e-5, rtol=1e-5)
+    g_ours = jax.grad(lambda x: jnp.sum(jnp.tanh(ours(x))))(x)
+    g_theirs = jax.grad(lambda x: jnp.sum(jnp.tanh(theirs(x))))(x)
+    np.testing.assert_allclose(g_ours, g_theirs, atol=1e-5, rtol=1e-5)
+
+
+class DispatchTest(parameterized.TestCase):
+
+  def test_auto_uses_the_fused_path_for_built_in_cells(self):
+    for name in CELLS:
+      cell = CELLS[name]()
+      params = cell.init(jax.random.key(0), D)
+      self.assertIsNotNone(fused.plan(functools.partial(cell.apply, params), jnp.ones((T, B, D))),
+                           name)
+    elman = initstate.elman(4)
+    self.assertIsNone(fused.plan(functools.partial(elman.apply, elman.init(jax.random.key(0), D)),
+                                 jnp.ones((T, B, D))))
+    lstm = initstate.lstm(4)
+    params = lstm.init(jax.random.key(0), D)
+    lam = lambda c, x: lstm.apply(params, c, x)
+    self.assertIsNone(fused.plan(lam, jnp.ones((T, B, D))))                      # not a partial
+    self.assertIsNone(fused.plan(functools.partial(lstm.apply, params),
+                                 {'x': jnp.ones((T, B, D))}))                   # pytree input
+    self.assertIsNone(fused.plan(functools.partial(lstm.apply, params), jnp.ones((T, B, D + 1))))
+    mixed = initstate.stack([initstate.lstm(3), initstate.elman(3)])
+    self.assertIsNone(fused.plan(functools.partial(mixed.apply, mixed.init(jax.random.key(0), D)),
+                                 jnp.ones((T, B, D))))
+
+  def test_forced_fused_errors_and_generic_fallbacks(self):
+    elman = initstate.elman(4)
+    params = elman.init(jax.random.key(0), D)
+    x = jnp.ones((B, T, D))
+    carry = jnp.zeros((B, 4))
+    with self.assertRaisesRegex(ValueError, "implementation='fused'"):
+      initstate.scan_rnn(functools.partial(elman.apply, params), x, carry, implementation='fused')
+    with self.assertRaisesRegex(ValueError, '`implementation`'):
+      initstate.scan_rnn(functools.partial(elman.apply, params), x, carry, implementation='fast')
+    out = initstate.scan_rnn(functools.partial(elman.apply, params), x, carry)  # auto: generic
+    self.assertEqual(out.outputs.shape, (B, T, 4))
+    lstm = initstate.lstm(4)
+    with self.assertRaisesRegex(ValueError, 'input features'):   # the cell's own message
+      initstate.scan_rnn(functools.partial(lstm.apply, lstm.init(jax.random.key(0), D + 1)), x,
+                         initstate.LSTMCarry(carry, carry))
+
+  def test_forward_mode_needs_generic(self):
+    cell, params, strategy, carry_params, x = _setup('gru')
+    f = lambda x: _loss(cell, strategy, params, carry_params, x, 'generic')[0]
+    _, tangent = jax.jvp(f, (x,), (jnp.ones_like(x),))
+    g = jax.grad(lambda x: _loss(cell, strategy, params, carry_params, x, 'fused')[0])(x)
+    np.testing.assert_allclose(tangent, jnp.sum(g), rtol=1e-4)
+
+  def test_rnn_module_fuses_and_matches(self):
+    x = jax.random.normal(jax.random.key(0), (B, T, D))
+    outs = {}
+    for impl in ('auto', 'generic'):
+      model = initstate.nn.RNN(initstate.lstm(4), carry=initstate.learned(0.1),
+                               implementation=impl)
+      variables = model.init(jax.random.key(1), x, train=False)
+      outs[impl] = jax.value_and_grad(
+          lambda v, model=model: jnp.sum(model.apply(v, x, train=False).outputs ** 2))(variables)
+    chex.assert_trees_all_close(outs['auto'], outs['generic'], atol=1e-5, rtol=1e-5)
+
+
+if __name__ == '__main__':
+  absltest.main()
