@@ -3,7 +3,8 @@
 Pure functions over pytrees: recurrent cells (`lstm`, `gru`, `elman`, `stack`, `from_flax`),
 initial-carry strategies (`zeros`, `learned`, `noisy`, `noisy_learned`, `latent`,
 `cleaning_noise`), conditional carries (`from_context`, `bridge`), `scan_rnn` over time with
-lengths, resets and burn-in, and masked per-step losses. Flax modules are in
+lengths, resets and burn-in (fused for the built-in LSTM and GRU), masked per-step losses, and
+sequence generation (`teacher_forcing`, `decode`). Flax modules are in
 `initstate.nn`.
 """
 
@@ -35,6 +36,11 @@ from initstate._src.conditional import CarryMap
 from initstate._src.conditional import Dense
 from initstate._src.conditional import from_context
 from initstate._src.conditional import latent
+from initstate._src.decoding import decode
+from initstate._src.decoding import DecodeOutput
+from initstate._src.decoding import shift_right
+from initstate._src.decoding import teacher_forcing
+from initstate._src.decoding import TeacherForcingOutput
 from initstate._src.losses import loss_mask
 from initstate._src.losses import masked_mean
 from initstate._src.losses import softmax_cross_entropy
@@ -58,6 +64,8 @@ __all__ = (
     'CarryStrategy',
     'cleaning_noise',
     'CleaningNoise',
+    'decode',
+    'DecodeOutput',
     'Dense',
     'elman',
     'elman_params_from_flax',
@@ -86,9 +94,12 @@ __all__ = (
     'RecurrentCell',
     'scan_rnn',
     'ScanOutput',
+    'shift_right',
     'softmax_cross_entropy',
     'squared_error',
     'stack',
+    'teacher_forcing',
+    'TeacherForcingOutput',
     'update_gradient_buffer',
     'zeros',
 )
