@@ -186,3 +186,49 @@ class DispatchTest(parameterized.TestCase):
 
 if __name__ == '__main__':
   absltest.main()
+
+
+class CheckpointTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(
+      ('fused_lstm', 'lstm', 'fused', 3), ('fused_stack', 'stack', 'fused', 2),
+      ('generic_gru', 'gru', 'generic', 3), ('fused_divides', 'gru', 'fused', 7),
+      ('generic_longer_than_t', 'lstm', 'generic', 50))
+  def test_same_results_with_checkpoint_every(self, cell_name, implementation, every):
+    cell, params, strategy, carry_params, x = _setup(cell_name)
+    options = OPTIONS['lengths_resets_reverse']
+    outs = [jax.jit(jax.value_and_grad(functools.partial(
+        _loss, cell, strategy, implementation=implementation, checkpoint_every=k, **options),
+        argnums=(0, 1, 2), has_aux=True))(params, carry_params, x) for k in (None, every)]
+    chex.assert_trees_all_close(outs[0], outs[1], atol=1e-5, rtol=1e-5)
+
+  def test_with_stop_gradient_burn_in(self):
+    cell, params, strategy, carry_params, x = _setup('lstm')
+    options = dict(OPTIONS['burn_in_stop_gradient'], resets=OPTIONS['resets']['resets'])
+    outs = [jax.value_and_grad(functools.partial(
+        _loss, cell, strategy, implementation='fused', checkpoint_every=k, **options),
+        argnums=(0, 1, 2), has_aux=True)(params, carry_params, x) for k in (None, 2)]
+    chex.assert_trees_all_close(outs[0], outs[1], atol=1e-5, rtol=1e-5)
+
+  def test_cuts_peak_memory(self):
+    """XLA's own memory analysis of a training step: chunked recomputation needs less."""
+    cell = initstate.lstm(32)
+    params = cell.init(jax.random.key(0), 4)
+    x = jnp.ones((8, 512, 4))
+    carry = initstate.LSTMCarry(jnp.zeros((8, 32)), jnp.zeros((8, 32)))
+
+    def temp_bytes(every):
+      def loss(p):
+        out = initstate.scan_rnn(functools.partial(cell.apply, p), x, carry,
+                                 checkpoint_every=every)
+        return jnp.sum(out.outputs ** 2)
+      compiled = jax.jit(jax.grad(loss)).lower(params).compile()
+      return compiled.memory_analysis().temp_size_in_bytes
+
+    self.assertLess(temp_bytes(32), 0.5 * temp_bytes(None))
+
+  @parameterized.parameters(0, -1, 2.5, True)
+  def test_bad_value(self, every):
+    cell, params, strategy, carry_params, x = _setup('lstm')
+    with self.assertRaisesRegex(ValueError, 'checkpoint_every'):
+      _loss(cell, strategy, params, carry_params, x, 'auto', checkpoint_every=every)

@@ -30,7 +30,7 @@ class RNN(nn.Module):
     cell: an initstate `RecurrentCell` (`lstm`, `gru`, `elman`, `stack`) or a `flax.linen` cell.
     carry: the initial-carry strategy (default `zeros()`).
     burn_in, stop_gradient_burn_in, reverse, unroll, time_major, return_carries,
-      implementation: as in `scan_rnn`.
+      implementation, checkpoint_every: as in `scan_rnn`.
     train: default for the `train` call argument (set one of the two).
     carry_rng: name of the rng stream for carry noise.
     buffer_collection: with `carry=cleaning_noise(...)`, the variable collection holding the
@@ -58,6 +58,7 @@ class RNN(nn.Module):
   time_major: bool = False
   return_carries: bool = False
   implementation: str = 'auto'
+  checkpoint_every: int | None = None
   train: bool | None = None
   carry_rng: str = 'carry'
   buffer_collection: str = 'carry_buffer'
@@ -144,7 +145,7 @@ class RNN(nn.Module):
         seq_lengths=seq_lengths, resets=resets, burn_in=self.burn_in,
         stop_gradient_burn_in=self.stop_gradient_burn_in, reverse=self.reverse,
         unroll=self.unroll, time_major=self.time_major, return_carries=self.return_carries,
-        implementation=self.implementation)
+        implementation=self.implementation, checkpoint_every=self.checkpoint_every)
 
 
 def update_carry_buffers(buffers: Any, carry_grads: Any, *, axis_name: Any = None,

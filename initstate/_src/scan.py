@@ -88,6 +88,7 @@ def scan_rnn(
     time_major: bool = False,
     return_carries: bool = False,
     implementation: str = 'auto',
+    checkpoint_every: int | None = None,
 ) -> ScanOutput:
   """Runs `cell_fn` over the time axis of `inputs` (see the module docstring for semantics).
 
@@ -115,6 +116,11 @@ def scan_rnn(
       differentiation only) and anything else step by step; 'fused' requires the fused path
       (an error if the cell does not qualify); 'generic' always steps `cell_fn` (use it for
       forward-mode differentiation). `unroll` applies to the generic path only.
+    checkpoint_every: a memory option for long sequences: run the steps in chunks of this
+      many under `jax.checkpoint`, so that training keeps only the carries between chunks
+      and recomputes each chunk's intermediates in the backward pass (about one extra forward
+      pass of compute; memory about T/k carries plus one chunk's intermediates instead of T
+      steps' worth). None (default) keeps everything.
 
   Returns:
     A `ScanOutput(final_carry, outputs, mask, carries)`.
@@ -175,6 +181,12 @@ def scan_rnn(
                      'params)` of an initstate lstm, gru or stack of them, and `inputs` as one '
                      f'float array [B, T, D] matching the cell; got {cell_fn!r}.')
 
+  if checkpoint_every is not None and (
+      isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, (int, np.integer))
+      or checkpoint_every < 1):
+    raise ValueError(f'`checkpoint_every` must be a positive int or None, got '
+                     f'{checkpoint_every!r}.')
+
   init_key = reset_key = None
   if rng is not None:
     init_key, reset_key = jax.random.split(rng)
@@ -214,29 +226,44 @@ def scan_rnn(
           jnp.reshape(valid_t, valid_t.shape + (1,) * (a.ndim - 1)), a, jnp.zeros_like(a)), y)
     return new_carry, (y, new_carry if return_carries else None)
 
-  def run_generic(carry, start, stop):
-    scanned = (jax.tree.map(lambda x: x[start:stop], xs), valid[start:stop],
-               None if resets_tm is None else resets_tm[start:stop], steps[start:stop])
-    return jax.lax.scan(step, carry, scanned, unroll=unroll)
-
   if plan is not None and resets_tm is not None:
     # Every step's fresh carry, drawn with the same keys as the generic path: leaves [T, B, ...].
     reset_carries = jax.vmap(lambda t: init_carry_fn(
         None if reset_key is None else jax.random.fold_in(reset_key, t), batch))(steps)
   else:
     reset_carries = None
+  # Everything indexed by (processing) time, as one pytree: sliced per segment and chunk.
+  timed = dict(xs=xs, valid=valid, resets=resets_tm, steps=steps, reset_carries=reset_carries)
 
-  def run_fused(carry, start, stop):
+  def run_generic(carry, seg):
+    scanned = (seg['xs'], seg['valid'], seg['resets'], seg['steps'])
+    return jax.lax.scan(step, carry, scanned, unroll=unroll)
+
+  def run_fused(carry, seg):
     final, hs, cs = fused_lib.run(
-        plan, xs[start:stop], carry,
-        None if seq_lengths is None else valid[start:stop],
-        None if resets_tm is None else resets_tm[start:stop],
-        None if reset_carries is None else jax.tree.map(lambda c: c[start:stop], reset_carries))
+        plan, seg['xs'], carry, None if seq_lengths is None else seg['valid'], seg['resets'],
+        seg['reset_carries'])
     if seq_lengths is not None:  # Outputs are zeros on padding; carries are held.
-      hs = jnp.where(valid[start:stop, :, None], hs, jnp.zeros_like(hs))
+      hs = jnp.where(seg['valid'][:, :, None], hs, jnp.zeros_like(hs))
     return final, (hs, cs if return_carries else None)
 
-  run = run_generic if plan is None else run_fused
+  run_segment = run_generic if plan is None else run_fused
+
+  def run(carry, start, stop):
+    seg = jax.tree.map(lambda a: a[start:stop], timed)
+    if checkpoint_every is None or stop - start <= checkpoint_every:
+      return run_segment(carry, seg)
+    # Memory option: only the carries between chunks are kept for the backward pass; each
+    # chunk's own intermediates are recomputed there (jax.checkpoint).
+    k = checkpoint_every
+    full = (stop - start) // k * k
+    chunked = jax.tree.map(lambda a: jnp.reshape(a[:full], (full // k, k) + a.shape[1:]), seg)
+    carry, outs = jax.lax.scan(jax.checkpoint(run_segment), carry, chunked)
+    outs = jax.tree.map(lambda a: jnp.reshape(a, (full,) + a.shape[2:]), outs)
+    if full < stop - start:
+      carry, rest = jax.checkpoint(run_segment)(carry, jax.tree.map(lambda a: a[full:], seg))
+      outs = jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=0), outs, rest)
+    return carry, outs
 
   if burn_in > 0 and stop_gradient_burn_in:
     carry, (ys_burn, cs_burn) = run(initial_carry, 0, burn_in)
