@@ -5,9 +5,12 @@
 of them, and the inputs are one array. The maths are the cells' own; what changes is how the
 work is laid out (the cuDNN recipe):
 
-* the input projection of all T steps is one [T*B, D] @ [D, G*H] matmul before the loop, split
-  per gate into [T, B, H] arrays (a gate fusion that reads a slice of one scanned [T, B, G*H]
-  array ran about 6x slower here: see PERF-NOTES);
+* the GRU's input projection of all T steps is one [T*B, D] @ [D, 3H] matmul before the loop,
+  split per gate into [T, B, H] arrays (a gate fusion that reads a slice of one scanned
+  [T, B, G*H] array ran about 6x slower here: see PERF-NOTES); the LSTM projects inside the
+  loop, which measured faster at the standard size because it needs one buffer less;
+* only what the backward pass cannot cheaply rebuild is saved (the LSTM's four gate
+  activations; the carries going into each step are the outputs shifted by one);
 * a `jax.custom_vjp` whose backward loop carries only the state gradient (dh, dc) through time
   and emits the gate gradients [T, B, G*H]; the weight gradients are then a few large matmuls
   after the loop, instead of a [H, G*H] accumulation at every step;
@@ -79,34 +82,47 @@ def _weight_grads(das: Array, inputs: Array) -> Array:
 # LSTM: gates (i, f, g, o); c' = s(f) c + s(i) tanh(g); h' = s(o) tanh(c').
 
 
+def _shift_in(first: Array, seq: Array, reset: Array | None, reset_seq: Array | None) -> Array:
+  """The carry going into every step: [first, seq[:-1]], replaced by reset_seq where reset."""
+  prev = jnp.concatenate([first[None], seq[:-1]], axis=0)
+  if reset is None:
+    return prev
+  return jnp.where(reset[:, :, None], reset_seq, prev)
+
+
 @functools.lru_cache(maxsize=None)
 def _lstm_op(has_valid: bool, has_reset: bool):
-  """A custom-VJP LSTM over [T, B, D], specialised on whether masks and resets are present."""
+  """A custom-VJP LSTM over [T, B, D], specialised on whether masks and resets are present.
+
+  The forward loop computes x_t @ w_i + h @ w_h per step (hoisting the input projection out of
+  the loop measured slower at the standard size: one more [T, B, 4H] buffer) and keeps only
+  the four gate activations for the backward pass; the carries going into each step are the
+  outputs shifted by one (or the reset carries), and tanh(c') is recomputed.
+  """
 
   def forward(params, xs, h0, c0, valid, reset, reset_h, reset_c, save):
-    w_h = params['w_h']
+    w_i, w_h = params['w_i'], params['w_h']
+    b = jnp.reshape(params['b'], (1, -1))
     hidden = w_h.shape[0]
-    xi, xf, xg, xo = _gates(xs, params['w_i'], params['b'], 4)
 
     def step(carry, inp):
       h, c = carry
-      gi, gf, gg, go, v, r, rh, rc = inp
+      x, v, r, rh, rc = inp
       if has_reset:
         h, c = _where(r, rh, h), _where(r, rc, c)
-      hw = jnp.matmul(h, w_h)
-      i = jax.nn.sigmoid(gi + hw[:, :hidden])
-      f = jax.nn.sigmoid(gf + hw[:, hidden:2 * hidden])
-      g = jnp.tanh(gg + hw[:, 2 * hidden:3 * hidden])
-      o = jax.nn.sigmoid(go + hw[:, 3 * hidden:])
+      a = jnp.matmul(x, w_i) + jnp.matmul(h, w_h) + b
+      i = jax.nn.sigmoid(a[:, :hidden])
+      f = jax.nn.sigmoid(a[:, hidden:2 * hidden])
+      g = jnp.tanh(a[:, 2 * hidden:3 * hidden])
+      o = jax.nn.sigmoid(a[:, 3 * hidden:])
       new_c = f * c + i * g
-      tc = jnp.tanh(new_c)
-      new_h = o * tc
+      new_h = o * jnp.tanh(new_c)
       if has_valid:
         new_h, new_c = _where(v, new_h, h), _where(v, new_c, c)
-      saved = (i, f, g, o, tc, h, c) if save else ()
+      saved = (i, f, g, o) if save else ()
       return (new_h, new_c), (new_h, new_c) + saved
 
-    _, out = jax.lax.scan(step, (h0, c0), (xi, xf, xg, xo, valid, reset, reset_h, reset_c))
+    _, out = jax.lax.scan(step, (h0, c0), (xs, valid, reset, reset_h, reset_c))
     return out
 
   @jax.custom_vjp
@@ -115,19 +131,22 @@ def _lstm_op(has_valid: bool, has_reset: bool):
     return hs, cs
 
   def run_fwd(params, xs, h0, c0, valid, reset, reset_h, reset_c):
-    hs, cs, *saved = forward(params, xs, h0, c0, valid, reset, reset_h, reset_c, save=True)
-    return (hs, cs), (params, xs, valid, reset, saved)
+    hs, cs, *gates = forward(params, xs, h0, c0, valid, reset, reset_h, reset_c, save=True)
+    return (hs, cs), (params, xs, h0, c0, hs, cs, valid, reset, reset_h, reset_c, gates)
 
   def run_bwd(res, cotangents):
-    params, xs, valid, reset, (i, f, g, o, tc, h_in, c_in) = res
+    params, xs, h0, c0, hs, cs, valid, reset, reset_h, reset_c, (i, f, g, o) = res
     dhs, dcs = cotangents
     w_h_t = params['w_h'].T
+    c_in = _shift_in(c0, cs, reset, reset_c)   # [T, B, H]: the cell state going into step t
 
     def step(carry, inp):
       dh, dc = carry
-      dh_out, dc_out, i, f, g, o, tc, c_in, v, r = inp
+      dh_out, dc_out, i, f, g, o, c_in, v, r = inp
       dh = dh + dh_out
       dc = dc + dc_out
+      new_c = f * c_in + i * g        # recomputed (the held value differs on padding)
+      tc = jnp.tanh(new_c)
       dnew_c = dc + dh * o * (1.0 - tc * tc)
       da = jnp.concatenate([
           dnew_c * g * i * (1.0 - i),
@@ -150,9 +169,10 @@ def _lstm_op(has_valid: bool, has_reset: bool):
 
     zeros = jnp.zeros_like(dhs[0])
     (dh0, dc0), (das, drh, drc) = jax.lax.scan(
-        step, (zeros, zeros), (dhs, dcs, i, f, g, o, tc, c_in, valid, reset), reverse=True)
+        step, (zeros, zeros), (dhs, dcs, i, f, g, o, c_in, valid, reset), reverse=True)
     t, batch, d = xs.shape
     flat_da = jnp.reshape(das, (t * batch, -1))
+    h_in = _shift_in(h0, hs, reset, reset_h)
     grads = {'w_i': _weight_grads(das, xs), 'w_h': _weight_grads(das, h_in),
              'b': jnp.sum(flat_da, axis=0)}
     dxs = jnp.reshape(jnp.matmul(flat_da, params['w_i'].T), (t, batch, d))
