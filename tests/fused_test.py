@@ -85,6 +85,23 @@ class FusedAgreesWithGenericTest(parameterized.TestCase):
       self.assertGreater(float(jnp.abs(g).max()), 0.0)
 
   @parameterized.parameters('lstm', 'stack')
+  def test_without_return_carries(self, cell_name):
+    cell, params, strategy, carry_params, x = _setup(cell_name)
+
+    def loss(params, carry_params, x, impl):
+      out = initstate.scan_rnn(
+          functools.partial(cell.apply, params), x,
+          init_carry_fn=lambda k, b: strategy.init_carry(carry_params, k, b, train=True),
+          rng=jax.random.key(3), implementation=impl, **OPTIONS['lengths_resets_reverse'])
+      self.assertIsNone(out.carries)
+      return (jnp.sum(out.outputs ** 2)
+              + sum(jnp.sum(jnp.sin(l)) for l in jax.tree.leaves(out.final_carry)))
+
+    results = [jax.value_and_grad(loss, argnums=(0, 1, 2))(params, carry_params, x, impl)
+               for impl in ('fused', 'generic')]
+    chex.assert_trees_all_close(results[0], results[1], atol=1e-5, rtol=1e-5)
+
+  @parameterized.parameters('lstm', 'stack')
   def test_time_major(self, cell_name):
     cell, params, strategy, carry_params, x = _setup(cell_name)
     options = dict(OPTIONS['lengths_resets_reverse'], time_major=True)
@@ -145,6 +162,11 @@ class DispatchTest(parameterized.TestCase):
     self.assertIsNone(fused.plan(functools.partial(lstm.apply, params),
                                  {'x': jnp.ones((T, B, D))}))                   # pytree input
     self.assertIsNone(fused.plan(functools.partial(lstm.apply, params), jnp.ones((T, B, D + 1))))
+    # 'auto' leaves narrow cells to the generic path (faster below AUTO_MIN_HIDDEN units).
+    wide = initstate.stack([initstate.lstm(fused.AUTO_MIN_HIDDEN), initstate.gru(4)])
+    wide_fn = functools.partial(wide.apply, wide.init(jax.random.key(0), D))
+    self.assertIsNotNone(fused.plan(wide_fn, jnp.ones((T, B, D))))
+    self.assertIsNone(fused.plan(wide_fn, jnp.ones((T, B, D)), fused.AUTO_MIN_HIDDEN))
     mixed = initstate.stack([initstate.lstm(3), initstate.elman(3)])
     self.assertIsNone(fused.plan(functools.partial(mixed.apply, mixed.init(jax.random.key(0), D)),
                                  jnp.ones((T, B, D))))
@@ -176,8 +198,8 @@ class DispatchTest(parameterized.TestCase):
     x = jax.random.normal(jax.random.key(0), (B, T, D))
     outs = {}
     for impl in ('auto', 'generic'):
-      model = initstate.nn.RNN(initstate.lstm(4), carry=initstate.learned(0.1),
-                               implementation=impl)
+      model = initstate.nn.RNN(initstate.lstm(fused.AUTO_MIN_HIDDEN),
+                               carry=initstate.learned(0.1), implementation=impl)
       variables = model.init(jax.random.key(1), x, train=False)
       outs[impl] = jax.value_and_grad(
           lambda v, model=model: jnp.sum(model.apply(v, x, train=False).outputs ** 2))(variables)

@@ -110,10 +110,10 @@ def scan_rnn(
     unroll: `jax.lax.scan`'s unroll.
     time_major: inputs, outputs, resets and carries are [T, B, ...].
     return_carries: also return the carry after every step.
-    implementation: 'auto' runs the built-in LSTM and GRU cells (and stacks of them), given as
-      `functools.partial(cell.apply, params)` with one input array, through the fused
-      recurrence of `initstate._src.fused` (same results, a faster backward pass; reverse-mode
-      differentiation only) and anything else step by step; 'fused' requires the fused path
+    implementation: 'auto' runs the built-in LSTM and GRU cells (and stacks of them) of at
+      least 32 units, given as `functools.partial(cell.apply, params)` with one input array,
+      through the fused recurrence of `initstate._src.fused` (same results, a faster backward
+      pass; reverse-mode differentiation only) and anything else step by step; 'fused' requires the fused path
       (an error if the cell does not qualify); 'generic' always steps `cell_fn` (use it for
       forward-mode differentiation). `unroll` applies to the generic path only.
     checkpoint_every: a memory option for long sequences: run the steps in chunks of this
@@ -175,7 +175,8 @@ def scan_rnn(
   if implementation not in ('auto', 'fused', 'generic'):
     raise ValueError("`implementation` must be 'auto', 'fused' or 'generic', got "
                      f'{implementation!r}.')
-  plan = None if implementation == 'generic' else fused_lib.plan(cell_fn, inputs)
+  plan = None if implementation == 'generic' else fused_lib.plan(
+      cell_fn, inputs, fused_lib.AUTO_MIN_HIDDEN if implementation == 'auto' else 1)
   if implementation == 'fused' and plan is None:
     raise ValueError("implementation='fused' needs `cell_fn = functools.partial(cell.apply, "
                      'params)` of an initstate lstm, gru or stack of them, and `inputs` as one '
@@ -242,7 +243,7 @@ def scan_rnn(
   def run_fused(carry, seg):
     final, hs, cs = fused_lib.run(
         plan, seg['xs'], carry, None if seq_lengths is None else seg['valid'], seg['resets'],
-        seg['reset_carries'])
+        seg['reset_carries'], all_carries=return_carries)
     if seq_lengths is not None:  # Outputs are zeros on padding; carries are held.
       hs = jnp.where(seg['valid'][:, :, None], hs, jnp.zeros_like(hs))
     return final, (hs, cs if return_carries else None)
