@@ -162,11 +162,15 @@ class DispatchTest(parameterized.TestCase):
     self.assertIsNone(fused.plan(functools.partial(lstm.apply, params),
                                  {'x': jnp.ones((T, B, D))}))                   # pytree input
     self.assertIsNone(fused.plan(functools.partial(lstm.apply, params), jnp.ones((T, B, D + 1))))
-    # 'auto' leaves narrow cells to the generic path (faster below AUTO_MIN_HIDDEN units).
-    wide = initstate.stack([initstate.lstm(fused.AUTO_MIN_HIDDEN), initstate.gru(4)])
-    wide_fn = functools.partial(wide.apply, wide.init(jax.random.key(0), D))
-    self.assertIsNotNone(fused.plan(wide_fn, jnp.ones((T, B, D))))
-    self.assertIsNone(fused.plan(wide_fn, jnp.ones((T, B, D)), fused.AUTO_MIN_HIDDEN))
+    # 'auto' fuses only where it measured faster: LSTMs of at least AUTO_MIN_HIDDEN units.
+    n = fused.AUTO_MIN_HIDDEN
+    for cells, auto_fuses in (([initstate.lstm(n), initstate.lstm(n)], True),
+                              ([initstate.lstm(n), initstate.lstm(n - 1)], False),
+                              ([initstate.lstm(n), initstate.gru(n)], False)):
+      cell = initstate.stack(cells)
+      fn = functools.partial(cell.apply, cell.init(jax.random.key(0), D))
+      self.assertIsNotNone(fused.plan(fn, jnp.ones((T, B, D))))
+      self.assertEqual(fused.plan(fn, jnp.ones((T, B, D)), auto=True) is not None, auto_fuses)
     mixed = initstate.stack([initstate.lstm(3), initstate.elman(3)])
     self.assertIsNone(fused.plan(functools.partial(mixed.apply, mixed.init(jax.random.key(0), D)),
                                  jnp.ones((T, B, D))))

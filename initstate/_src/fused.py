@@ -38,13 +38,17 @@ FUSED_ATTR = '_initstate_fused'
 # of the custom backward loop outweighs its savings (measured: H=8 1.18x slower than the
 # generic path, H=32 0.82x, H=64 0.75x, H=256 0.90x for a training step; benchmarks/).
 AUTO_MIN_HIDDEN = 32
+# ... and only these kinds: the fused GRU measured 1.14x slower than the generic path for a
+# training step at the standard size (benchmarks/README.md), so it is opt-in ('fused').
+AUTO_KINDS = frozenset({'lstm'})
 
 
-def plan(cell_fn: Any, inputs: Any, min_hidden: int = 1
+def plan(cell_fn: Any, inputs: Any, auto: bool = False
          ) -> tuple[tuple[Any, ...], tuple[str, ...], bool] | None:
   """(per-layer params, per-layer kinds, is_stack) when `cell_fn` can be fused, else None.
 
-  Layers narrower than `min_hidden` units make the whole cell take the generic path.
+  With `auto`, only cells whose every layer is in `AUTO_KINDS` and at least `AUTO_MIN_HIDDEN`
+  units wide qualify (where the fused path measured faster).
   """
   if not isinstance(cell_fn, functools.partial) or cell_fn.keywords or len(cell_fn.args) != 1:
     return None
@@ -64,7 +68,8 @@ def plan(cell_fn: Any, inputs: Any, min_hidden: int = 1
     return None
   if inputs.shape[-1] != layers[0]['w_i'].shape[0]:
     return None  # The generic path raises the cell's own clear error.
-  if any(p['w_h'].shape[0] < min_hidden for p in layers):
+  if auto and any(k not in AUTO_KINDS or p['w_h'].shape[0] < AUTO_MIN_HIDDEN
+                  for k, p in zip(kinds, layers)):
     return None
   return layers, kinds, is_stack
 

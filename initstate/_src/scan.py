@@ -110,12 +110,13 @@ def scan_rnn(
     unroll: `jax.lax.scan`'s unroll.
     time_major: inputs, outputs, resets and carries are [T, B, ...].
     return_carries: also return the carry after every step.
-    implementation: 'auto' runs the built-in LSTM and GRU cells (and stacks of them) of at
-      least 32 units, given as `functools.partial(cell.apply, params)` with one input array,
-      through the fused recurrence of `initstate._src.fused` (same results, a faster backward
-      pass; reverse-mode differentiation only) and anything else step by step; 'fused' requires the fused path
-      (an error if the cell does not qualify); 'generic' always steps `cell_fn` (use it for
-      forward-mode differentiation). `unroll` applies to the generic path only.
+    implementation: 'auto' runs built-in LSTM cells (and stacks of them) of at least 32
+      units, given as `functools.partial(cell.apply, params)` with one input array, through
+      the fused recurrence of `initstate._src.fused` (same results, a faster training step;
+      reverse-mode differentiation only), and anything else step by step; 'fused' requires
+      the fused path (also for GRUs and narrow cells; an error if the cell does not
+      qualify); 'generic' always steps `cell_fn` (use it for forward-mode differentiation).
+      `unroll` applies to the generic path only.
     checkpoint_every: a memory option for long sequences: run the steps in chunks of this
       many under `jax.checkpoint`, so that training keeps only the carries between chunks
       and recomputes each chunk's intermediates in the backward pass (about one extra forward
@@ -176,7 +177,7 @@ def scan_rnn(
     raise ValueError("`implementation` must be 'auto', 'fused' or 'generic', got "
                      f'{implementation!r}.')
   plan = None if implementation == 'generic' else fused_lib.plan(
-      cell_fn, inputs, fused_lib.AUTO_MIN_HIDDEN if implementation == 'auto' else 1)
+      cell_fn, inputs, auto=implementation == 'auto')
   if implementation == 'fused' and plan is None:
     raise ValueError("implementation='fused' needs `cell_fn = functools.partial(cell.apply, "
                      'params)` of an initstate lstm, gru or stack of them, and `inputs` as one '

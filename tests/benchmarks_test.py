@@ -1,0 +1,97 @@
+"""Smoke test of the benchmark suite: `benchmarks/rnn_speed.py --quick` runs and reports ratios.
+
+The numbers of a quick run mean nothing; this only checks that every section runs to the end
+(in a subprocess, as a user runs it) and prints its ratio lines. PyTorch parts are expected
+only when torch is installed.
+"""
+
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import tempfile
+
+from absl.testing import absltest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / 'benchmarks' / 'rnn_speed.py'
+TIMEOUT_S = 180  # A guard against a hang; the run below takes about 20-35 s on 2 CPU cores.
+
+
+def _run_quick(json_path: pathlib.Path) -> subprocess.CompletedProcess:
+  env = dict(os.environ)
+  env['JAX_NUMPY_RANK_PROMOTION'] = 'raise'   # The test suite's strict shapes, here too.
+  # Compilation dominates a quick run; this roughly halves it. Numbers are not checked.
+  env['JAX_DISABLE_MOST_OPTIMIZATIONS'] = '1'
+  env.setdefault('JAX_PLATFORMS', 'cpu')
+  return subprocess.run(
+      [sys.executable, str(SCRIPT), '--quick', '--sections', 'speed,strategies,memory',
+       '--print-env', '--json', str(json_path)],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+
+
+class RnnSpeedQuickTest(absltest.TestCase):
+  """One test method, so that `pytest -n 2` runs the subprocess once, not once per worker."""
+
+  def test_quick_run(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      json_path = pathlib.Path(tmp) / 'quick.json'
+      proc = _run_quick(json_path)
+      self.out = proc.stdout
+      self.assertEqual(proc.returncode, 0,
+                       msg=f'stdout:\n{self.out[-4000:]}\nstderr:\n{proc.stderr[-4000:]}')
+      self.assertTrue(json_path.exists(), msg='no JSON report was written')
+      report = json.loads(json_path.read_text())
+    self.assertNotIn('FAILED', self.out)
+    for check in (self._check_environment, self._check_speed, self._check_strategies,
+                  self._check_memory, self._check_json):
+      with self.subTest(check.__name__):
+        check(report)
+
+  def _assert_line(self, pattern: str) -> None:
+    self.assertRegex(self.out, re.compile(pattern, re.MULTILINE),
+                     msg=f'no line matching {pattern!r} in the output:\n{self.out[-3000:]}')
+
+  def _check_environment(self, report):
+    self._assert_line(r'^== environment ==$')
+    self._assert_line(r'^(MALLOC_\w+=.*|MALLOC_\*: none set .*)$')
+    self._assert_line(r'^cpu: .*os\.cpu_count\(\) = \d+')
+    self.assertIn('malloc_env', report['env'])
+
+  def _check_speed(self, report):
+    has_torch = report['env']['torch'] is not None   # Whether the script imported torch.
+    for size in ('standard', 'small', 'sysid'):
+      for mode in ('forward', 'train'):
+        self._assert_line(rf'^ratio speed lstm {size} {mode}: initstate / flax-\S+ = '
+                          r'\d+\.\d+$')
+        if has_torch:
+          self._assert_line(rf'^ratio speed lstm {size} {mode}: initstate / torch-nn\.LSTM = ')
+    self.assertNotIn('DIFFER', self.out)   # All variants compute the same loss.
+    self.assertTrue(report['checks'] and all(c['agree'] for c in report['checks']))
+    if not has_torch:
+      self._assert_line(r'^note: PyTorch is not installed')
+
+  def _check_strategies(self, report):
+    del report
+    for name in ('learned', r'noisy_learned\(0\.3\)', r'latent\(8\)', 'cleaning_noise',
+                 r'burn_in=\d+', r'burn_in=\d+\+stop_gradient', r'resets\(p=[\d.]+\)\S*'):
+      self._assert_line(rf'^ratio strategies standard train: {name} / zeros = \d+\.\d+$')
+
+  def _check_memory(self, report):
+    self._assert_line(r'^ratio memory T=256 temp: \S+ / initstate = \d+\.\d+$')
+    self._assert_line(r'^ratio memory T=256 train: \S+ / initstate = \d+\.\d+$')
+    self.assertNotEmpty(report['memory'])
+    self.assertTrue(all(r['temp_mib'] > 0 for r in report['memory']))
+
+  def _check_json(self, report):
+    self.assertEqual(report['failures'], [])
+    self.assertEqual({r['section'] for r in report['timings']},
+                     {'speed', 'strategies', 'memory'})
+    self.assertTrue(all(r['median_s'] > 0 and len(r['samples_s']) == 2
+                        for r in report['timings']))
+
+
+if __name__ == '__main__':
+  absltest.main()
