@@ -211,29 +211,35 @@ def _lstm_op(has_valid: bool, has_reset: bool, all_carries: bool = True):
 
 @functools.lru_cache(maxsize=None)
 def _gru_op(has_valid: bool, has_reset: bool):
-  """A custom-VJP GRU over [T, B, D], specialised on whether masks and resets are present."""
+  """A custom-VJP GRU over [T, B, D], specialised on whether masks and resets are present.
+
+  As the LSTM: projections inside the loop; saved for the backward pass are r, z, n and the
+  hidden-side candidate term h_n; the carry going into each step is the shifted output.
+  """
 
   def forward(params, xs, h0, valid, reset, reset_h, save):
-    w_h, b_h = params['w_h'], params['b_h']
+    w_i, w_h = params['w_i'], params['w_h']
+    b_i = jnp.reshape(params['b_i'], (1, -1))
+    b_h = jnp.reshape(params['b_h'], (1, -1))
     hidden = w_h.shape[0]
-    xr, xz, xn = _gates(xs, params['w_i'], params['b_i'], 3)
 
     def step(h, inp):
-      gr, gz, gn, v, r_t, rh = inp
+      x, v, r_t, rh = inp
       if has_reset:
         h = _where(r_t, rh, h)
-      hh = jnp.matmul(h, w_h) + jnp.reshape(b_h, (1, -1))
+      xi = jnp.matmul(x, w_i) + b_i
+      hh = jnp.matmul(h, w_h) + b_h
       hn = hh[:, 2 * hidden:]
-      r = jax.nn.sigmoid(gr + hh[:, :hidden])
-      z = jax.nn.sigmoid(gz + hh[:, hidden:2 * hidden])
-      n = jnp.tanh(gn + r * hn)
+      r = jax.nn.sigmoid(xi[:, :hidden] + hh[:, :hidden])
+      z = jax.nn.sigmoid(xi[:, hidden:2 * hidden] + hh[:, hidden:2 * hidden])
+      n = jnp.tanh(xi[:, 2 * hidden:] + r * hn)
       new_h = (1.0 - z) * n + z * h
       if has_valid:
         new_h = _where(v, new_h, h)
-      saved = (r, z, n, hn, h) if save else ()
+      saved = (r, z, n, hn) if save else ()
       return new_h, (new_h,) + saved
 
-    _, out = jax.lax.scan(step, h0, (xr, xz, xn, valid, reset, reset_h))
+    _, out = jax.lax.scan(step, h0, (xs, valid, reset, reset_h))
     return out
 
   @jax.custom_vjp
@@ -243,11 +249,12 @@ def _gru_op(has_valid: bool, has_reset: bool):
 
   def run_fwd(params, xs, h0, valid, reset, reset_h):
     hs, *saved = forward(params, xs, h0, valid, reset, reset_h, save=True)
-    return hs, (params, xs, valid, reset, saved)
+    return hs, (params, xs, h0, hs, valid, reset, reset_h, saved)
 
   def run_bwd(res, dhs):
-    params, xs, valid, reset, (r, z, n, hn, h_in) = res
+    params, xs, h0, hs, valid, reset, reset_h, (r, z, n, hn) = res
     w_h_t = params['w_h'].T
+    h_in = _shift_in(h0, hs, reset, reset_h)   # [T, B, H]: the carry going into step t
 
     def step(dh, inp):
       dh_out, r, z, n, hn, h_in, v, r_t = inp
