@@ -106,6 +106,32 @@ class FromContextTest(parameterized.TestCase):
     self.assertLess(final[True], 0.2)
 
 
+class RNNContextCarryTest(absltest.TestCase):
+
+  def test_params_in_the_layer_tree_and_the_carry_from_context(self):
+    net = initstate.from_context(hidden_sizes=(5,))
+    model = initstate.nn.RNN(STACK, carry=initstate.learned(), context_carry=net)
+    x = jax.random.normal(jax.random.key(0), (3, 4, 2))
+    context = jax.random.normal(jax.random.key(1), (3, 6))
+    variables = model.init(jax.random.key(2), x, context=context, train=False)
+    params = variables['params']
+    self.assertEqual(set(params), {'cell', 'carry', 'context_carry'})
+    out = model.apply(variables, x, context=context, train=False)
+    # The same as running scan_rnn from the map's carry.
+    carry = net.apply(params['context_carry'], context)
+    expected = initstate.scan_rnn(functools.partial(STACK.apply, params['cell']), x, carry)
+    chex.assert_trees_all_close(out.outputs, expected.outputs, atol=1e-6)
+    grads = jax.grad(lambda p: jnp.sum(model.apply(
+        {'params': p}, x, context=context, train=False).outputs ** 2))(params)
+    self.assertGreater(float(jnp.abs(grads['context_carry']['hidden'][0].kernel).sum()), 0.0)
+    with self.assertRaisesRegex(ValueError, 'context'):
+      model.apply(variables, x, train=False)
+    with self.assertRaisesRegex(ValueError, r'\[B, F\]'):
+      model.apply(variables, x, context=context[:2], train=False)
+    with self.assertRaisesRegex(ValueError, 'context_carry'):
+      initstate.nn.RNN(STACK).init(jax.random.key(0), x, context=context, train=False)
+
+
 class BridgeTest(parameterized.TestCase):
 
   def test_same_shapes_pass_through(self):

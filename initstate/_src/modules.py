@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 
 from initstate._src import cleaning as cleaning_lib
+from initstate._src import conditional as conditional_lib
 from initstate._src import strategies as strategies_lib
 from initstate._src.cells import RecurrentCell, as_cell, from_flax
 from initstate._src.scan import ScanOutput, scan_rnn
@@ -33,6 +34,10 @@ class RNN(nn.Module):
       implementation, checkpoint_every: as in `scan_rnn`.
     train: default for the `train` call argument (set one of the two).
     carry_rng: name of the rng stream for carry noise.
+    context_carry: a `CarryMap` from `initstate.from_context(...)`: with it, calls that pass
+      `context` ([B, F]) start from `context_carry.apply(params['context_carry'], context)`
+      (an initializer network whose params live in this layer's param tree); resets still
+      use `carry`.
     buffer_collection: with `carry=cleaning_noise(...)`, the variable collection holding the
       gradient buffer (variable 'gradients'); the initial carry is also passed through
       `self.perturb('initial_carry', ...)`, so the gradient at it can be taken with respect to
@@ -62,6 +67,7 @@ class RNN(nn.Module):
   train: bool | None = None
   carry_rng: str = 'carry'
   buffer_collection: str = 'carry_buffer'
+  context_carry: conditional_lib.CarryMap | None = None
 
   def __post_init__(self):
     # A Flax cell held as an attribute would become a bound child module, which cannot run
@@ -78,6 +84,7 @@ class RNN(nn.Module):
       seq_lengths: Array | None = None,
       resets: Array | None = None,
       initial_carry: Carry | None = None,
+      context: Array | None = None,
       train: bool | None = None,
   ) -> ScanOutput:
     """Runs the layer.
@@ -89,6 +96,8 @@ class RNN(nn.Module):
         strategy's carry (with fresh noise in training).
       initial_carry: overrides the strategy for the first step (e.g. a carry from the previous
         window in stateful TBPTT); resets still use the strategy.
+      context: [B, F] features for `context_carry` (required when it is set; not with
+        `initial_carry`).
       train: whether carry noise is on; overrides the attribute.
 
     Returns:
@@ -131,6 +140,19 @@ class RNN(nn.Module):
 
     def init_carry_fn(key, batch):
       return strategy.init_carry(carry_params, key, batch, train=train)
+
+    if self.context_carry is not None:
+      if context is None or initial_carry is not None:
+        raise ValueError('with `context_carry`, pass `context` ([B, F]) and no `initial_carry`.')
+      context = jax.numpy.asarray(context)
+      if context.ndim != 2 or context.shape[0] != inputs.shape[1 if self.time_major else 0]:
+        raise ValueError(f'`context` must be [B, F] with the batch of `inputs` '
+                         f'{inputs.shape}, got {context.shape}.')
+      map_params = self.param('context_carry', self.context_carry.init, context.shape[-1],
+                              template)
+      initial_carry = self.context_carry.apply(map_params, context)
+    elif context is not None:
+      raise ValueError('`context` needs a `context_carry` (e.g. initstate.from_context()).')
 
     if cleaning and initial_carry is None:
       # Made here (with the key scan_rnn would use) so that its gradient can be read off.
