@@ -53,6 +53,14 @@ from initstate._src.strategies import learned
 from initstate._src.strategies import noisy
 from initstate._src.strategies import noisy_learned
 from initstate._src.strategies import zeros
+from initstate._src.training import example_keys
+from initstate._src.training import per_example_carry
+from initstate._src.training import replicate
+from initstate._src.training import replicate_for_pmap
+from initstate._src.training import shard_batch
+from initstate._src.training import split_for_pmap
+from initstate._src.training import train_step
+from initstate._src.training import TrainState
 
 __version__ = '0.1.0'
 
@@ -70,6 +78,7 @@ __all__ = (
     'elman',
     'elman_params_from_flax',
     'elman_params_to_flax',
+    'example_keys',
     'from_context',
     'from_flax',
     'GradientBuffer',
@@ -91,15 +100,22 @@ __all__ = (
     'nn',
     'noisy',
     'noisy_learned',
+    'per_example_carry',
     'RecurrentCell',
+    'replicate',
+    'replicate_for_pmap',
     'scan_rnn',
     'ScanOutput',
+    'shard_batch',
     'shift_right',
     'softmax_cross_entropy',
+    'split_for_pmap',
     'squared_error',
     'stack',
     'teacher_forcing',
     'TeacherForcingOutput',
+    'train_step',
+    'TrainState',
     'update_gradient_buffer',
     'zeros',
 )

@@ -1,0 +1,151 @@
+"""A data-parallel training step: a loss, an optax optimiser, and per-example carry noise.
+
+The same step runs on one device, over a device mesh under `jax.jit` (batch sharded over a
+'data' axis, parameters replicated: XLA partitions the work) and under `jax.pmap` with an
+`axis_name` (gradients averaged with `lax.pmean`), and gives the same parameters in all three
+to float32 tolerance, because every random draw is tied to an example, not to a device:
+
+  state = initstate.TrainState.create(params, optimizer, rng)
+  step = initstate.train_step(loss_fn, optimizer)                 # or axis_name='data' in pmap
+  state, loss = jax.jit(step)(state, batch)
+
+`loss_fn(params, batch, rng)` returns the mean loss over the batch's examples. Draw carry noise
+with `example_keys(rng, B)` (one key per example, folded from its global index) and
+`per_example_carry(strategy, carry_params, keys, train=True)`, so that an example gets the same
+noise whichever device it lands on.
+"""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from initstate._src import strategies as strategies_lib
+from initstate._src.types import Array, Carry, Params, PRNGKey
+
+
+class TrainState(NamedTuple):
+  """Everything a training run carries from step to step.
+
+  Attributes:
+    params: the model's parameters (the learned carry included).
+    opt_state: the optax optimiser's state.
+    step: int32 scalar, steps taken.
+    rng: the PRNG key the next step splits from.
+  """
+  params: Params
+  opt_state: Any
+  step: Array
+  rng: PRNGKey
+
+  @classmethod
+  def create(cls, params: Params, optimizer: optax.GradientTransformation,
+             rng: PRNGKey) -> 'TrainState':
+    return cls(params, optimizer.init(params), jnp.zeros((), jnp.int32), rng)
+
+
+def example_keys(rng: PRNGKey, batch_size: int, *, axis_name: Any = None) -> Array:
+  """One key per example, `fold_in(rng, global index)`: [batch_size] keys.
+
+  Args:
+    rng: the step's key (the same on every device).
+    batch_size: the examples on this device (the whole batch without `axis_name`).
+    axis_name: under `pmap` / `shard_map`, the data axis: this device's examples are the
+      `axis_index`-th block of the global batch.
+  """
+  offset = 0 if axis_name is None else jax.lax.axis_index(axis_name) * batch_size
+  return jax.vmap(lambda i: jax.random.fold_in(rng, i))(offset + jnp.arange(batch_size))
+
+
+def per_example_carry(strategy: strategies_lib.CarryStrategy, params: Params, keys: Array, *,
+                      train: bool) -> Carry:
+  """The strategy's carry drawn per example: keys [B] -> carry leaves [B, ...].
+
+  Example b's carry depends only on `keys[b]`, not on the batch it sits in (unlike
+  `strategy.init_carry(params, rng, B, ...)`, whose draw depends on B).
+  """
+  return jax.vmap(lambda k: strategy.init_carry(params, k, (), train=train))(keys)
+
+
+def _batch_size(batch: Any) -> int:
+  leaves = jax.tree.leaves(batch)
+  if not leaves:
+    raise ValueError('`batch` has no arrays.')
+  sizes = {jnp.shape(l)[0] if jnp.ndim(l) else None for l in leaves}
+  if len(sizes) != 1 or None in sizes:
+    raise ValueError(f'every `batch` leaf must have the same leading batch dim, got shapes '
+                     f'{[jnp.shape(l) for l in leaves]}.')
+  return sizes.pop()
+
+
+def train_step(
+    loss_fn: Callable[[Params, Any, PRNGKey], Array],
+    optimizer: optax.GradientTransformation,
+    *,
+    axis_name: Any = None,
+) -> Callable[[TrainState, Any], tuple[TrainState, Array]]:
+  """A training step `(state, batch) -> (state, loss)`: gradient, optax update, new key.
+
+  Args:
+    loss_fn: `(params, batch, rng) -> scalar`, the mean loss over the batch's examples (leaves
+      of `batch` are [B, ...]).
+    optimizer: an optax `GradientTransformation`.
+    axis_name: under `jax.pmap` (or `shard_map`), the data axis name: the loss and the
+      gradients are averaged over it (`lax.pmean`), so every device takes the same update.
+      None on one device and for `jax.jit` over a mesh (see `shard_batch`).
+
+  Returns:
+    The step function; wrap it in `jax.jit` or `jax.pmap(..., axis_name=axis_name)`.
+  """
+
+  def step(state: TrainState, batch: Any) -> tuple[TrainState, Array]:
+    _batch_size(batch)
+    rng, step_rng = jax.random.split(state.rng)
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, step_rng)
+    if axis_name is not None:
+      loss, grads = jax.lax.pmean((loss, grads), axis_name)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return TrainState(params, opt_state, state.step + 1, rng), loss
+
+  return step
+
+
+def shard_batch(batch: Any, mesh: jax.sharding.Mesh, axis: str = 'data') -> Any:
+  """Places `batch` (leaves [B, ...]) on `mesh`, split along B over `axis`.
+
+  Use a mesh with automatic sharding propagation, e.g.
+  `jax.make_mesh((n,), ('data',), axis_types=(jax.sharding.AxisType.Auto,))`, and `jax.jit`
+  the step: XLA then partitions the whole computation, carries included.
+
+  Raises a clear error when B is not a multiple of the axis size.
+  """
+  size = mesh.shape[axis]
+  b = _batch_size(batch)
+  if b % size:
+    raise ValueError(f'the batch size {b} must be a multiple of the {size} devices of mesh '
+                     f'axis {axis!r}; drop or pad the last {b % size} examples.')
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis))
+  return jax.device_put(batch, sharding)
+
+
+def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
+  """Places `tree` (params, optimiser state, keys) on every device of `mesh`."""
+  return jax.device_put(tree, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+
+
+def split_for_pmap(batch: Any, num_devices: int) -> Any:
+  """Reshapes batch leaves [B, ...] to [num_devices, B / num_devices, ...] for `jax.pmap`."""
+  b = _batch_size(batch)
+  if b % num_devices:
+    raise ValueError(f'the batch size {b} must be a multiple of the {num_devices} devices; '
+                     f'drop or pad the last {b % num_devices} examples.')
+  return jax.tree.map(lambda x: jnp.reshape(x, (num_devices, b // num_devices) + x.shape[1:]),
+                      batch)
+
+
+def replicate_for_pmap(tree: Any, num_devices: int) -> Any:
+  """Stacks `num_devices` copies of `tree` (e.g. a `TrainState`) for `jax.pmap`: [N, ...]."""
+  return jax.tree.map(lambda x: jnp.broadcast_to(x, (num_devices,) + jnp.shape(x)), tree)
