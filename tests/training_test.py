@@ -24,30 +24,37 @@ _SCRIPT = textwrap.dedent('''
     x = jax.random.normal(jax.random.key(0), (B, T, D))
     y = jnp.cumsum(x[..., :1], axis=1)
     batch = {'x': x, 'y': y}
+    cleaning = initstate.cleaning_noise(buffer_size=24, scale=0.5)
     strategies = {'zeros': initstate.zeros(), 'learned': initstate.learned(0.1),
-                  'noisy_learned': initstate.noisy_learned(0.5)}
+                  'noisy_learned': initstate.noisy_learned(0.5), 'cleaning': cleaning}
     results = {}
     for name, strategy in strategies.items():
       params = {'cell': cell.init(jax.random.key(1), D), 'readout': jnp.ones((H, 1)) * 0.1,
                 'carry': strategy.init(jax.random.key(2), cell.carry_template)}
+      is_cleaning = name == 'cleaning'
 
       def make_loss(axis_name):
-        def loss_fn(params, batch, rng):
+        def loss_fn(params, batch, rng, initial_carry=None):
           b = batch['x'].shape[0]
           keys = initstate.example_keys(rng, b, axis_name=axis_name)
-          carry = initstate.per_example_carry(strategy, params['carry'], keys, train=True)
+          if initial_carry is None:
+            carry = initstate.per_example_carry(strategy, params['carry'], keys, train=True)
+          else:
+            carry = initial_carry(params['carry'], keys)
           out = initstate.scan_rnn(functools.partial(cell.apply, params['cell']), batch['x'],
                                    carry)
           return jnp.mean((out.outputs @ params['readout'] - batch['y']) ** 2)
         return loss_fn
 
-      state0 = initstate.TrainState.create(params, optimizer, jax.random.key(3))
-      single = jax.jit(initstate.train_step(make_loss(None), optimizer))
+      carry_state = cleaning.init_buffer(cell.carry_template) if is_cleaning else ()
+      state0 = initstate.TrainState.create(params, optimizer, jax.random.key(3), carry_state)
+      kw = dict(cleaning=cleaning) if is_cleaning else {}
+      single = jax.jit(initstate.train_step(make_loss(None), optimizer, **kw))
       mesh = jax.make_mesh((8,), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
       sharded_batch = initstate.shard_batch(batch, mesh)
-      mesh_step = jax.jit(initstate.train_step(make_loss(None), optimizer))
-      pmap_step = jax.pmap(initstate.train_step(make_loss('data'), optimizer, axis_name='data'),
-                           axis_name='data')
+      mesh_step = jax.jit(initstate.train_step(make_loss(None), optimizer, **kw))
+      pmap_step = jax.pmap(initstate.train_step(make_loss('data'), optimizer, axis_name='data',
+                                                **kw), axis_name='data')
       pmap_batch = initstate.split_for_pmap(batch, 8)
       for steps in (1, 10):
         s1, sm = state0, initstate.replicate(state0, mesh)
@@ -57,11 +64,17 @@ _SCRIPT = textwrap.dedent('''
           sm, lm = mesh_step(sm, sharded_batch)
           sp, lp = pmap_step(sp, pmap_batch)
         assert len(sharded_batch['x'].sharding.device_set) == 8
+        float_leaves = lambda s: [l for l in jax.tree.leaves((s.params, s.carry_state))
+                                  if jnp.issubdtype(l.dtype, jnp.floating)]
         diff_mesh = max(float(jnp.max(jnp.abs(a - b)))
-                        for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(sm.params)))
-        diff_pmap = max(float(jnp.max(jnp.abs(a - b[0]))) for a, b in zip(
-            jax.tree.leaves(s1.params), jax.tree.leaves(sp.params)))
-        spread = max(float(jnp.max(jnp.abs(b - b[:1]))) for b in jax.tree.leaves(sp.params))
+                        for a, b in zip(float_leaves(s1), float_leaves(sm)))
+        diff_pmap = max(float(jnp.max(jnp.abs(a - b[0])))
+                        for a, b in zip(float_leaves(s1), float_leaves(sp)))
+        spread = max(float(jnp.max(jnp.abs(b - b[:1]))) for b in float_leaves(sp))
+        if is_cleaning:
+          assert int(s1.carry_state.count) == int(sm.carry_state.count) == 16 * steps
+          assert int(sp.carry_state.count[0]) == 16 * steps
+          assert float(jnp.abs(s1.carry_state.values.h).max()) > 0
         moved = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(
             jax.tree.leaves(s1.params), jax.tree.leaves(state0.params)))
         results[f'{name}/{steps}'] = dict(mesh=diff_mesh, pmap=diff_pmap, spread=spread,
@@ -88,7 +101,7 @@ class MultiDeviceTest(absltest.TestCase):
     self.assertEqual(proc.returncode, 0, proc.stderr[-4000:])
     import json  # pylint: disable=g-import-not-at-top
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    self.assertLen(out['results'], 6)
+    self.assertLen(out['results'], 8)
     for key, r in out['results'].items():
       self.assertLess(r['mesh'], 1e-5, key)     # 8-device mesh = 1 device
       self.assertLess(r['pmap'], 1e-5, key)     # pmap over 8 = 1 device

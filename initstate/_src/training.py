@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from initstate._src import cleaning as cleaning_lib
 from initstate._src import strategies as strategies_lib
 from initstate._src.types import Array, Carry, Params, PRNGKey
 
@@ -34,16 +35,20 @@ class TrainState(NamedTuple):
     opt_state: the optax optimiser's state.
     step: int32 scalar, steps taken.
     rng: the PRNG key the next step splits from.
+    carry_state: what the carry strategy keeps across steps: the `GradientBuffer` of
+      cleaning noise, or `()`.
   """
   params: Params
   opt_state: Any
   step: Array
   rng: PRNGKey
+  carry_state: Any = ()
 
   @classmethod
-  def create(cls, params: Params, optimizer: optax.GradientTransformation,
-             rng: PRNGKey) -> 'TrainState':
-    return cls(params, optimizer.init(params), jnp.zeros((), jnp.int32), rng)
+  def create(cls, params: Params, optimizer: optax.GradientTransformation, rng: PRNGKey,
+             carry_state: Any = ()) -> 'TrainState':
+    """A fresh state; pass `cleaning.init_buffer(template)` as `carry_state` for cleaning."""
+    return cls(params, optimizer.init(params), jnp.zeros((), jnp.int32), rng, carry_state)
 
 
 def example_keys(rng: PRNGKey, batch_size: int, *, axis_name: Any = None) -> Array:
@@ -81,34 +86,62 @@ def _batch_size(batch: Any) -> int:
 
 
 def train_step(
-    loss_fn: Callable[[Params, Any, PRNGKey], Array],
+    loss_fn: Callable[..., Array],
     optimizer: optax.GradientTransformation,
     *,
     axis_name: Any = None,
+    cleaning: cleaning_lib.CleaningNoise | None = None,
 ) -> Callable[[TrainState, Any], tuple[TrainState, Array]]:
   """A training step `(state, batch) -> (state, loss)`: gradient, optax update, new key.
 
   Args:
     loss_fn: `(params, batch, rng) -> scalar`, the mean loss over the batch's examples (leaves
-      of `batch` are [B, ...]).
+      of `batch` are [B, ...]). With `cleaning`, `(params, batch, rng, initial_carry) ->
+      scalar`, where `initial_carry(carry_params, keys)` gives the cleaning-noise carry of
+      each example (keys [B] from `example_keys`): use it as the initial carry, so that the
+      step can read the gradient at it.
     optimizer: an optax `GradientTransformation`.
     axis_name: under `jax.pmap` (or `shard_map`), the data axis name: the loss and the
       gradients are averaged over it (`lax.pmean`), so every device takes the same update.
       None on one device and for `jax.jit` over a mesh (see `shard_batch`).
+    cleaning: a `cleaning_noise(...)` strategy whose `GradientBuffer` is `state.carry_state`.
+      After each step the buffer receives one entry per example: the gradient of that
+      example's own loss at its initial carry (the batch-mean loss's gradient times the
+      number of examples on the device), gathered over `axis_name` in global example order.
 
   Returns:
     The step function; wrap it in `jax.jit` or `jax.pmap(..., axis_name=axis_name)`.
   """
 
   def step(state: TrainState, batch: Any) -> tuple[TrainState, Array]:
-    _batch_size(batch)
+    batch_size = _batch_size(batch)
     rng, step_rng = jax.random.split(state.rng)
-    loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, step_rng)
+    carry_state = state.carry_state
+    if cleaning is None:
+      loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, step_rng)
+    else:
+      if not isinstance(carry_state, cleaning_lib.GradientBuffer):
+        raise TypeError('with `cleaning`, `state.carry_state` must be its GradientBuffer: '
+                        'TrainState.create(..., carry_state=cleaning.init_buffer(template)).')
+      probe = jax.tree.map(lambda v: jnp.zeros((batch_size,) + v.shape[1:], v.dtype),
+                           carry_state.values)
+
+      def probed_loss(params, probe):
+        def initial_carry(carry_params, keys):
+          carry = jax.vmap(lambda k: cleaning.init_carry(
+              carry_params, carry_state, k, (), train=True))(keys)
+          return jax.tree.map(jnp.add, carry, probe)
+        return loss_fn(params, batch, step_rng, initial_carry)
+
+      loss, (grads, carry_grads) = jax.value_and_grad(probed_loss, argnums=(0, 1))(
+          state.params, probe)
+      carry_grads = jax.tree.map(lambda g: g * batch_size, carry_grads)
+      carry_state = cleaning.update(carry_state, carry_grads, axis_name=axis_name)
     if axis_name is not None:
       loss, grads = jax.lax.pmean((loss, grads), axis_name)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    return TrainState(params, opt_state, state.step + 1, rng), loss
+    return TrainState(params, opt_state, state.step + 1, rng, carry_state), loss
 
   return step
 
