@@ -10,6 +10,8 @@ sequence generation (`teacher_forcing`, `decode`). Flax modules are in
 
 from initstate import nn
 from initstate._src.cells import as_cell
+from initstate._src.checkpoints import restore_checkpoint
+from initstate._src.checkpoints import save_checkpoint
 from initstate._src.cleaning import cleaning_noise
 from initstate._src.cleaning import CleaningNoise
 from initstate._src.cleaning import GradientBuffer
@@ -104,6 +106,8 @@ __all__ = (
     'RecurrentCell',
     'replicate',
     'replicate_for_pmap',
+    'restore_checkpoint',
+    'save_checkpoint',
     'scan_rnn',
     'ScanOutput',
     'shard_batch',
