@@ -15,11 +15,13 @@ with `example_keys(rng, B)` (one key per example, folded from its global index) 
 noise whichever device it lands on.
 """
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from initstate._src import cleaning as cleaning_lib
@@ -146,27 +148,46 @@ def train_step(
   return step
 
 
+def _global_array(sharding: jax.sharding.Sharding, x: Any) -> Array:
+  """A global array from this process's part (typed PRNG keys included)."""
+  if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+    data = jax.make_array_from_process_local_data(sharding, np.asarray(jax.random.key_data(x)))
+    return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+  return jax.make_array_from_process_local_data(sharding, np.asarray(x))
+
+
 def shard_batch(batch: Any, mesh: jax.sharding.Mesh, axis: str = 'data') -> Any:
   """Places `batch` (leaves [B, ...]) on `mesh`, split along B over `axis`.
 
   Use a mesh with automatic sharding propagation, e.g.
   `jax.make_mesh((n,), ('data',), axis_types=(jax.sharding.AxisType.Auto,))`, and `jax.jit`
-  the step: XLA then partitions the whole computation, carries included.
+  the step: XLA then partitions the whole computation, carries included. In a multi-process
+  run (`jax.distributed.initialize`), each process passes its own part of the global batch
+  (process i holds examples [i * B, (i + 1) * B)).
 
-  Raises a clear error when B is not a multiple of the axis size.
+  Raises a clear error when the global batch is not a multiple of the axis size.
   """
   size = mesh.shape[axis]
-  b = _batch_size(batch)
+  b = _batch_size(batch) * jax.process_count()
   if b % size:
     raise ValueError(f'the batch size {b} must be a multiple of the {size} devices of mesh '
                      f'axis {axis!r}; drop or pad the last {b % size} examples.')
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis))
-  return jax.device_put(batch, sharding)
+  if jax.process_count() == 1:
+    return jax.device_put(batch, sharding)
+  return jax.tree.map(functools.partial(_global_array, sharding), batch)
 
 
 def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
-  """Places `tree` (params, optimiser state, keys) on every device of `mesh`."""
-  return jax.device_put(tree, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+  """Places `tree` (params, optimiser state, keys) on every device of `mesh`.
+
+  In a multi-process run every process must pass the same values (e.g. made from the same
+  seed).
+  """
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+  return jax.tree.map(functools.partial(_global_array, sharding), tree)
 
 
 def split_for_pmap(batch: Any, num_devices: int) -> Any:
