@@ -80,6 +80,19 @@ _SCRIPT = textwrap.dedent('''
         results[f'{name}/{steps}'] = dict(mesh=diff_mesh, pmap=diff_pmap, spread=spread,
                                           moved=moved, loss=[float(l1), float(lm),
                                                              float(lp[0])])
+    # The Flax layer with per-example noise: pmap over 8 gives the one-device outputs.
+    model = initstate.nn.RNN(cell, carry=initstate.noisy_learned(0.5), per_example_noise=True,
+                             axis_name='data')
+    variables = model.init(jax.random.key(5), x, train=False)
+    apply = lambda v, xs: model.apply(v, xs, train=True, rngs={'carry': jax.random.key(6)},
+                                      resets=jnp.zeros(xs.shape[:2], bool).at[:, 2].set(True))
+    one = initstate.nn.RNN(cell, carry=initstate.noisy_learned(0.5), per_example_noise=True)
+    single_out = one.apply(variables, x, train=True, rngs={'carry': jax.random.key(6)},
+                           resets=jnp.zeros(x.shape[:2], bool).at[:, 2].set(True)).outputs
+    pmap_out = jax.pmap(lambda v, xs: apply(v, xs).outputs, axis_name='data',
+                        in_axes=(None, 0))(variables, x.reshape(8, 2, T, D))
+    results['module_pmap'] = dict(diff=float(jnp.max(jnp.abs(
+        pmap_out.reshape(single_out.shape) - single_out))))
     errors = []
     for fn, arg in ((initstate.shard_batch, jax.make_mesh((8,), ('data',), axis_types=(jax.sharding.AxisType.Auto,))),
                     (initstate.split_for_pmap, 8)):
@@ -101,6 +114,7 @@ class MultiDeviceTest(absltest.TestCase):
     self.assertEqual(proc.returncode, 0, proc.stderr[-4000:])
     import json  # pylint: disable=g-import-not-at-top
     out = json.loads(proc.stdout.strip().splitlines()[-1])
+    self.assertLess(out['results'].pop('module_pmap')['diff'], 1e-5)
     self.assertLen(out['results'], 8)
     for key, r in out['results'].items():
       self.assertLess(r['mesh'], 1e-5, key)     # 8-device mesh = 1 device
@@ -127,6 +141,22 @@ class PerExampleNoiseTest(absltest.TestCase):
         initstate.per_example_carry(strategy, params, keys[2:], train=True), carry[2:])
     evaluation = initstate.per_example_carry(strategy, params, keys, train=False)
     np.testing.assert_array_equal(evaluation, 0.0)
+
+  def test_rnn_module_per_example_noise_does_not_depend_on_the_batch_split(self):
+    x = jnp.broadcast_to(jax.random.normal(jax.random.key(0), (1, 5, 2)), (8, 5, 2))
+    outs = {}
+    for per_example in (False, True):
+      model = initstate.nn.RNN(initstate.lstm(4), carry=initstate.noisy_learned(0.5),
+                               per_example_noise=per_example)
+      variables = model.init(jax.random.key(1), x, train=False)
+      run = lambda xs, model=model, variables=variables: model.apply(
+          variables, xs, train=True, rngs={'carry': jax.random.key(2)},
+          resets=jnp.zeros(xs.shape[:2], bool).at[:, 3].set(True)).outputs
+      outs[per_example] = (run(x), run(x[:4]))
+    full, half = outs[True]
+    np.testing.assert_allclose(full[:4], half, atol=1e-6)   # the first 4 examples agree
+    # And the noise is really per example: examples 4..7 differ from examples 0..3.
+    self.assertGreater(float(jnp.abs(full[4:] - full[:4]).max()), 1e-3)
 
   def test_single_device_step(self):
     cell = initstate.gru(4)

@@ -10,6 +10,7 @@ import jax
 from initstate._src import cleaning as cleaning_lib
 from initstate._src import conditional as conditional_lib
 from initstate._src import strategies as strategies_lib
+from initstate._src import training as training_lib
 from initstate._src.cells import RecurrentCell, as_cell, from_flax
 from initstate._src.scan import ScanOutput, scan_rnn
 from initstate._src.types import Array, Carry
@@ -34,6 +35,11 @@ class RNN(nn.Module):
       implementation, checkpoint_every: as in `scan_rnn`.
     train: default for the `train` call argument (set one of the two).
     carry_rng: name of the rng stream for carry noise.
+    per_example_noise: draw each example's noise from `fold_in(key, global example index)`
+      (`initstate.example_keys`), so that it does not depend on how the batch is split over
+      devices; with `jax.pmap`, also set `axis_name` (the data axis) so that the global index
+      is known. Off by default (one draw for the whole batch, as `init_carry` does).
+    axis_name: the data axis under `pmap` / `shard_map`, for `per_example_noise`.
     context_carry: a `CarryMap` from `initstate.from_context(...)`: with it, calls that pass
       `context` ([B, F]) start from `context_carry.apply(params['context_carry'], context)`
       (an initializer network whose params live in this layer's param tree); resets still
@@ -66,6 +72,8 @@ class RNN(nn.Module):
   checkpoint_every: int | None = None
   train: bool | None = None
   carry_rng: str = 'carry'
+  per_example_noise: bool = False
+  axis_name: Any = None
   buffer_collection: str = 'carry_buffer'
   context_carry: conditional_lib.CarryMap | None = None
 
@@ -139,6 +147,9 @@ class RNN(nn.Module):
       rng = self.make_rng(self.carry_rng)
 
     def init_carry_fn(key, batch):
+      if self.per_example_noise and key is not None:
+        keys = training_lib.example_keys(key, batch, axis_name=self.axis_name)
+        return training_lib.per_example_carry(strategy, carry_params, keys, train=train)
       return strategy.init_carry(carry_params, key, batch, train=train)
 
     if self.context_carry is not None:
