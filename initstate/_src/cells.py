@@ -100,6 +100,19 @@ def _bias_add(y: Array, b: Array) -> Array:
   return y + jnp.reshape(b, (1,) * (y.ndim - 1) + b.shape)
 
 
+def _draw(initializer: Initializer, key: PRNGKey, shape: tuple[int, ...], dtype: Any) -> Array:
+  """`initializer(key, shape, dtype)`, drawn in float32 and cast for 16-bit float dtypes.
+
+  The default recurrent initializer (orthogonal) runs a QR decomposition, which has no
+  bfloat16 / float16 kernel on CPU (NotImplementedError 'Unsupported dtype bfloat16'); drawing
+  in float32 and rounding once is also the more accurate way to get low-precision weights.
+  """
+  dtype = jnp.dtype(dtype)
+  if jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize < 4:
+    return initializer(key, shape, jnp.float32).astype(dtype)
+  return initializer(key, shape, dtype)
+
+
 def _template(hidden_size: int, dtype: Any) -> jax.ShapeDtypeStruct:
   return jax.ShapeDtypeStruct((hidden_size,), jnp.dtype(dtype))
 
@@ -129,9 +142,9 @@ def lstm(
   def init(key: PRNGKey, input_size: int) -> Params:
     _check_sizes(hidden_size, input_size)
     keys = jax.random.split(key, 8)
-    w_i = jnp.concatenate([kernel_init(k, (input_size, hidden_size), param_dtype)
+    w_i = jnp.concatenate([_draw(kernel_init, k, (input_size, hidden_size), param_dtype)
                            for k in keys[:4]], axis=1)
-    w_h = jnp.concatenate([recurrent_kernel_init(k, (hidden_size, hidden_size), param_dtype)
+    w_h = jnp.concatenate([_draw(recurrent_kernel_init, k, (hidden_size, hidden_size), param_dtype)
                            for k in keys[4:]], axis=1)
     b = jnp.zeros((4 * hidden_size,), param_dtype)
     b = b.at[hidden_size:2 * hidden_size].set(forget_bias)
@@ -164,9 +177,9 @@ def gru(
   def init(key: PRNGKey, input_size: int) -> Params:
     _check_sizes(hidden_size, input_size)
     keys = jax.random.split(key, 6)
-    w_i = jnp.concatenate([kernel_init(k, (input_size, hidden_size), param_dtype)
+    w_i = jnp.concatenate([_draw(kernel_init, k, (input_size, hidden_size), param_dtype)
                            for k in keys[:3]], axis=1)
-    w_h = jnp.concatenate([recurrent_kernel_init(k, (hidden_size, hidden_size), param_dtype)
+    w_h = jnp.concatenate([_draw(recurrent_kernel_init, k, (hidden_size, hidden_size), param_dtype)
                            for k in keys[3:]], axis=1)
     zeros = jnp.zeros((3 * hidden_size,), param_dtype)
     return {'w_i': w_i, 'w_h': w_h, 'b_i': zeros, 'b_h': zeros}
@@ -201,8 +214,8 @@ def elman(
     _check_sizes(hidden_size, input_size)
     k_i, k_h = jax.random.split(key)
     return {
-        'w_i': kernel_init(k_i, (input_size, hidden_size), param_dtype),
-        'w_h': recurrent_kernel_init(k_h, (hidden_size, hidden_size), param_dtype),
+        'w_i': _draw(kernel_init, k_i, (input_size, hidden_size), param_dtype),
+        'w_h': _draw(recurrent_kernel_init, k_h, (hidden_size, hidden_size), param_dtype),
         'b': jnp.zeros((hidden_size,), param_dtype),
     }
 

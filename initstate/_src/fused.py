@@ -89,6 +89,16 @@ def _gates(xs: Array, w_i: Array, b: Array, num_gates: int) -> list[Array]:
   return [proj[:, :, k] for k in range(num_gates)]
 
 
+def _cast_like(cotangents: Any, primals: Any) -> Any:
+  """Each cotangent in its primal's dtype.
+
+  With mixed dtypes (say float32 weights and bfloat16 inputs or carries) the backward matmuls
+  promote, and a custom VJP passes whatever dtype it returns straight to `jax.grad`: a bfloat16
+  input got a float32 gradient, unlike the generic path (and `x - lr * g` then promotes).
+  """
+  return jax.tree.map(lambda g, p: None if g is None else g.astype(p.dtype), cotangents, primals)
+
+
 def _weight_grads(das: Array, inputs: Array) -> Array:
   """sum_t inputs[t]^T @ das[t]: [T, B, N], [T, B, M] -> [N, M], as one matmul."""
   t, batch = das.shape[:2]
@@ -198,7 +208,8 @@ def _lstm_op(has_valid: bool, has_reset: bool, all_carries: bool = True):
     grads = {'w_i': _weight_grads(das, xs), 'w_h': _weight_grads(das, h_in),
              'b': jnp.sum(flat_da, axis=0)}
     dxs = jnp.reshape(jnp.matmul(flat_da, params['w_i'].T), (t, batch, d))
-    return grads, dxs, dh0, dc0, None, None, drh, drc
+    return _cast_like((grads, dxs, dh0, dc0, None, None, drh, drc),
+                      (params, xs, h0, c0, None, None, reset_h, reset_c))
 
   run.defvjp(run_fwd, run_bwd)
   return run
@@ -286,7 +297,7 @@ def _gru_op(has_valid: bool, has_reset: bool):
              'b_i': jnp.sum(flat_dx, axis=0),
              'b_h': jnp.sum(jnp.reshape(dhh, (t * batch, -1)), axis=0)}
     dxs = jnp.reshape(jnp.matmul(flat_dx, params['w_i'].T), (t, batch, d))
-    return grads, dxs, dh0, None, None, drh
+    return _cast_like((grads, dxs, dh0, None, None, drh), (params, xs, h0, None, None, reset_h))
 
   run.defvjp(run_fwd, run_bwd)
   return run

@@ -13,8 +13,9 @@ Semantics (batch-major shown; with `time_major=True` every `[B, T]` below is `[T
   steps.
 * `reverse=True`: each sequence is processed from its last valid step back to step 0 (padding
   stays in place, as in `flax.linen.RNN`); outputs are returned in the original order. Resets and
-  burn-in count in processing order: `resets[b, t]` replaces the carry before step t is processed,
-  and the burn-in is the last N valid steps.
+  burn-in count in processing order: `resets[b, t]` replaces the carry before step t is processed
+  (its key is `fold_in(reset_key, L - 1 - t)`, the step's position in processing order), and the
+  burn-in is the last N valid steps.
 """
 
 from collections.abc import Callable
@@ -70,6 +71,31 @@ def _take_time(x: Array, index: Array) -> Array:
   """Gathers x [T, B, ...] along time with index [T, B]."""
   index = jnp.reshape(index, index.shape + (1,) * (x.ndim - 2))
   return jnp.take_along_axis(x, index, axis=0)
+
+
+def _check_carry_dtypes(cell_fn: CellFn, carry: Carry, x_0: Any) -> None:
+  """A clear error, before any scan, if one step changes the carry's dtype.
+
+  A scan needs a carry of fixed dtype. The usual cause is a bfloat16 / float16 model (whose
+  carry follows `param_dtype`) fed float32 inputs: `x @ w_i` promotes and the new carry is
+  float32. Without this check `lax.scan` raises from deep inside the generic or fused path,
+  the latter naming its internal `carry[0]`. Shapes only (`jax.eval_shape`): nothing is run.
+  """
+  new_carry, _ = jax.eval_shape(cell_fn, carry, x_0)
+  paths = jax.tree_util.tree_leaves_with_path(carry)
+  new_leaves = jax.tree.leaves(new_carry)
+  if len(new_leaves) != len(paths):
+    return  # A structure change: let the cell / scan report it.
+  changed = [f'carry{jax.tree_util.keystr(path)}: {jnp.result_type(old)} -> {new.dtype}'
+             for (path, old), new in zip(paths, new_leaves)
+             if jnp.result_type(old) != new.dtype]
+  if changed:
+    raise TypeError(
+        f'`cell_fn` changes the dtype of the carry ({", ".join(changed)}), but a scan needs '
+        f'a carry of fixed dtype. The inputs are '
+        f'{sorted({str(jnp.result_type(x)) for x in jax.tree.leaves(x_0)})}: feed inputs of the '
+        "cell's param dtype (e.g. `inputs.astype(jnp.bfloat16)` for a bfloat16 model), and a "
+        'carry of that dtype (strategies follow `cell.carry_template`).')
 
 
 def scan_rnn(
@@ -201,6 +227,9 @@ def scan_rnn(
       raise ValueError(f'carry leaves must have leading batch dim B = {batch} (from `inputs` '
                        f'{leaves[0].shape}), got a leaf of shape {jnp.shape(leaf)}.')
 
+  _check_carry_dtypes(cell_fn, initial_carry, jax.tree.map(
+      lambda x: x[0] if time_major else x[:, 0], inputs))
+
   # ---- To the processing frame: time-major, each sequence in the order it is processed. ----
   to_time_major = (lambda x: x) if time_major else (lambda x: jnp.swapaxes(x, 0, 1))
   xs = jax.tree.map(to_time_major, inputs)
@@ -214,6 +243,14 @@ def scan_rnn(
       resets_tm = _take_time(resets_tm, flip)
   steps = jnp.arange(num_steps)
   valid = steps[:, None] < lengths[None, :]  # [T, B]; a prefix in the processing frame.
+  if seq_lengths is not None:
+    # Padding inputs are zeroed before they reach the cell. Their outputs and carries are
+    # discarded with `jnp.where`, which keeps NaN/Inf out of the values, but not out of the
+    # gradients: the discarded branch still gets a zero cotangent, and zero times a NaN local
+    # derivative (sigmoid'(NaN) in the generic path; x^T @ da for w_i in the fused backward)
+    # is NaN. So NaN or Inf padding turned the weight gradients into NaN.
+    xs = jax.tree.map(lambda x: jnp.where(
+        jnp.reshape(valid, valid.shape + (1,) * (x.ndim - 2)), x, jnp.zeros_like(x)), xs)
 
   def step(carry, scanned):
     x_t, valid_t, reset_t, t = scanned
