@@ -210,9 +210,6 @@ class DispatchTest(parameterized.TestCase):
     chex.assert_trees_all_close(outs['auto'], outs['generic'], atol=1e-5, rtol=1e-5)
 
 
-if __name__ == '__main__':
-  absltest.main()
-
 
 class CheckpointTest(parameterized.TestCase):
 
@@ -258,3 +255,7 @@ class CheckpointTest(parameterized.TestCase):
     cell, params, strategy, carry_params, x = _setup('lstm')
     with self.assertRaisesRegex(ValueError, 'checkpoint_every'):
       _loss(cell, strategy, params, carry_params, x, 'auto', checkpoint_every=every)
+
+
+if __name__ == '__main__':
+  absltest.main()
