@@ -216,8 +216,9 @@ def cleaning_noise(
     sign_keys = jax.random.split(k_sign, len(leaves))
     # Uniform over the filled slots; `size` may be 0 (then the draw is masked out below).
     draw_index = lambda k, shape: jax.random.randint(k, shape, 0, jnp.maximum(size, 1))
-    vector_index = draw_index(index_keys[0], batch)
-    vector_sign = jax.random.rademacher(sign_keys[0], batch, jnp.float32)
+    vector_index = draw_index(index_keys[0], batch) if draw == 'vector' else None
+    vector_sign = (jax.random.rademacher(sign_keys[0], batch, jnp.float32)
+                   if sign == 'vector' else None)
     out = []
     for leaf, ik, sk in zip(leaves, index_keys, sign_keys):
       unit = leaf.shape[1:]

@@ -1,16 +1,17 @@
 """A fused recurrence for the built-in LSTM and GRU cells (and stacks of them).
 
-`scan_rnn` uses it automatically (`implementation='auto'`) when the cell function is
-`functools.partial(cell.apply, params)` of an `initstate.lstm`, `initstate.gru`, or a `stack`
-of them, and the inputs are one array. The maths are the cells' own; what changes is how the
+`scan_rnn` can use it when the cell function is `functools.partial(cell.apply, params)` of an
+`initstate.lstm`, `initstate.gru`, or a `stack` of them, and the inputs are one array:
+automatically (`implementation='auto'`) for LSTMs of at least `AUTO_MIN_HIDDEN` units, where
+it measured faster, and on request (`'fused'`) otherwise. The maths are the cells' own; what changes is how the
 work is laid out (the cuDNN recipe):
 
-* the GRU's input projection of all T steps is one [T*B, D] @ [D, 3H] matmul before the loop,
-  split per gate into [T, B, H] arrays (a gate fusion that reads a slice of one scanned
-  [T, B, G*H] array ran about 6x slower here: see PERF-NOTES); the LSTM projects inside the
-  loop, which measured faster at the standard size because it needs one buffer less;
+* the input projection runs inside the loop as one matmul per step (hoisting all T steps
+  into one [T*B, D] @ [D, G*H] matmul before the loop measured slower here: one more
+  [T, B, G*H] buffer, and a gate fusion reading slices of it; see PERF-NOTES);
 * only what the backward pass cannot cheaply rebuild is saved (the LSTM's four gate
-  activations; the carries going into each step are the outputs shifted by one);
+  activations, the GRU's r, z, n and h_n; the carries going into each step are the outputs
+  shifted by one);
 * a `jax.custom_vjp` whose backward loop carries only the state gradient (dh, dc) through time
   and emits the gate gradients [T, B, G*H]; the weight gradients are then a few large matmuls
   after the loop, instead of a [H, G*H] accumulation at every step;
@@ -77,16 +78,6 @@ def plan(cell_fn: Any, inputs: Any, auto: bool = False
 def _where(mask: Array | None, a: Array, b: Array) -> Array:
   """mask [B] selects a over b for leaves [B, H]."""
   return jnp.where(mask[:, None], a, b)
-
-
-def _gates(xs: Array, w_i: Array, b: Array, num_gates: int) -> list[Array]:
-  """Input projection of every step, split per gate: xs [T, B, D] -> num_gates x [T, B, H]."""
-  t, batch, d = xs.shape
-  h = w_i.shape[1] // num_gates
-  proj = jnp.matmul(jnp.reshape(xs, (t * batch, d)), w_i)
-  proj = proj + jnp.reshape(b, (1, -1))
-  proj = jnp.reshape(proj, (t, batch, num_gates, h))
-  return [proj[:, :, k] for k in range(num_gates)]
 
 
 def _cast_like(cotangents: Any, primals: Any) -> Any:
