@@ -93,5 +93,21 @@ class RnnSpeedQuickTest(absltest.TestCase):
                         for r in report['timings']))
 
 
+class LstmProfileTest(absltest.TestCase):
+  """`benchmarks/lstm_profile.py` runs every piece of the LSTM forward and prints its row."""
+
+  def test_one_round(self):
+    env = dict(os.environ, JAX_PLATFORMS='cpu')
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / 'benchmarks' / 'lstm_profile.py'), '--repeats', '1',
+         '--min-sample-ms', '0'],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+    self.assertEqual(proc.returncode, 0, msg=proc.stdout[-3000:] + proc.stderr[-3000:])
+    self.assertNotIn('FAILED', proc.stdout)
+    for row in ('recurrent matmul', r'\+ input matmul', r'\+ saved gates \(training fwd\)',
+                'initstate fused, training fwd', 'input matmul hoisted'):
+      self.assertRegex(proc.stdout, re.compile(rf'^{row}\s.*\d+\.\d{{3}}$', re.MULTILINE))
+
+
 if __name__ == '__main__':
   absltest.main()
