@@ -95,7 +95,7 @@ class BufferTest(parameterized.TestCase):
   @parameterized.parameters(
       dict(kwargs=dict(buffer_size=0), error='buffer_size'),
       dict(kwargs=dict(buffer_size=True), error='buffer_size'),
-      dict(kwargs=dict(scale=-1.0), error='stddev'),
+      dict(kwargs=dict(scale=-1.0), error='`scale`'),
       dict(kwargs=dict(draw='row'), error='draw'),
       dict(kwargs=dict(sign='random'), error='sign'),
       dict(kwargs=dict(cross_device='sum'), error='cross_device'),

@@ -31,7 +31,7 @@ Gate layouts (weights are stored input-major, `x @ w`):
 The `*_from_flax` / `*_to_flax` / `*_from_torch` helpers convert parameters between layouts.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -46,18 +46,32 @@ Initializer = Callable[[PRNGKey, tuple[int, ...], Any], Array]
 
 
 class LSTMCarry(NamedTuple):
-  """The carry of an LSTM, with named fields so (h, c) and (c, h) cannot be confused."""
-  h: Array  # [..., H] hidden state, also the cell's output.
-  c: Array  # [..., H] memory cell.
+  """The carry of an LSTM, with named fields so (h, c) and (c, h) cannot be confused.
+
+  Attributes:
+    h: `[..., H]` hidden state, also the cell's output.
+    c: `[..., H]` memory cell.
+  """
+  h: Array
+  c: Array
 
 
 def lstm_carry_to_flax(carry: LSTMCarry) -> tuple[Array, Array]:
   """Converts an `LSTMCarry` to the `(c, h)` tuple of Flax's LSTM cells."""
+  if not isinstance(carry, LSTMCarry):
+    raise TypeError(f'lstm_carry_to_flax: `carry` must be an LSTMCarry(h, c), got '
+                    f'{type(carry).__name__}.')
   return (carry.c, carry.h)
 
 
 def lstm_carry_from_flax(carry: tuple[Array, Array]) -> LSTMCarry:
   """Converts the `(c, h)` tuple of Flax's LSTM cells to an `LSTMCarry`."""
+  if isinstance(carry, LSTMCarry):
+    raise TypeError('lstm_carry_from_flax: `carry` is already an LSTMCarry(h, c); Flax\'s '
+                    'carry is the pair (c, h).')
+  if not isinstance(carry, (tuple, list)) or len(carry) != 2:
+    raise TypeError(f"lstm_carry_from_flax: `carry` must be Flax's (c, h) pair, got "
+                    f'{type(carry).__name__}.')
   c, h = carry
   return LSTMCarry(h=h, c=c)
 
@@ -89,10 +103,37 @@ def _check_sizes(hidden_size: int, input_size: int | None = None) -> None:
 
 
 def _check_input(x: Array, w_i: Array, name: str) -> None:
+  if not hasattr(x, 'shape') or jnp.ndim(x) < 1:
+    raise ValueError(f'{name}: input `x` must be an array [*B, D], got {type(x).__name__} '
+                     f'of shape {jnp.shape(x) if hasattr(x, "shape") else None}.')
   if x.shape[-1:] != w_i.shape[:1]:
     raise ValueError(
         f'{name}: input `x` has shape {x.shape}, but the cell was initialised for '
         f'{w_i.shape[0]} input features (last axis).')
+
+
+def _check_params(params: Any, name: str, keys: tuple[str, ...], hidden_size: int,
+                  gates: int) -> None:
+  """`params` must be this cell's own: its keys, and `w_h` [H, gates * H] for this H."""
+  if not isinstance(params, Mapping) or not set(keys) <= set(params):
+    got = sorted(params) if isinstance(params, Mapping) else type(params).__name__
+    raise TypeError(f"{name}: `params` must be the dict from this cell's `init`, with keys "
+                    f'{list(keys)}; got {got}.')
+  expected = (hidden_size, gates * hidden_size)
+  if jnp.shape(params['w_h']) != expected:
+    raise ValueError(f"{name}: `params['w_h']` has shape {jnp.shape(params['w_h'])}, but this "
+                     f'cell has H = {hidden_size} units: expected [H, {gates}H] = {expected}.')
+
+
+def _check_carry_leaf(leaf: Any, x: Array, hidden_size: int, name: str, what: str) -> None:
+  """A carry leaf must be [*B, H], with the batch dims of the input x [*B, D]."""
+  expected = tuple(x.shape[:-1]) + (hidden_size,)
+  if not hasattr(leaf, 'shape'):
+    raise TypeError(f'{name}: {what} must be an array [*B, H] = {expected}, got '
+                    f'{type(leaf).__name__}.')
+  if tuple(leaf.shape) != expected:
+    raise ValueError(f'{name}: {what} has shape {tuple(leaf.shape)}, expected [*B, H] = '
+                     f'{expected} (H = {hidden_size}; B from the input x of shape {x.shape}).')
 
 
 def _bias_add(y: Array, b: Array) -> Array:
@@ -136,6 +177,17 @@ def lstm(
 
   Returns:
     A `RecurrentCell`.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, initstate
+    >>> cell = initstate.lstm(8)
+    >>> params = cell.init(jax.random.key(0), 3)         # input size D = 3
+    >>> jax.tree.map(jnp.shape, params)
+    {'b': (32,), 'w_h': (8, 32), 'w_i': (3, 32)}
+    >>> carry = initstate.LSTMCarry(h=jnp.zeros((2, 8)), c=jnp.zeros((2, 8)))
+    >>> carry, y = cell.apply(params, carry, jnp.ones((2, 3)))   # one step, B = 2
+    >>> y.shape
+    (2, 8)
   """
   _check_sizes(hidden_size)
 
@@ -151,8 +203,16 @@ def lstm(
     return {'w_i': w_i, 'w_h': w_h, 'b': b}
 
   def apply(params: Params, carry: LSTMCarry, x: Array) -> tuple[LSTMCarry, Array]:
+    _check_params(params, 'lstm', ('w_i', 'w_h', 'b'), hidden_size, 4)
     _check_input(x, params['w_i'], 'lstm')
+    if not isinstance(carry, LSTMCarry):
+      got = (f'an array of shape {carry.shape}' if hasattr(carry, 'shape')
+             else type(carry).__name__)
+      raise TypeError(f'lstm: `carry` must be an LSTMCarry(h, c), got {got} (a Flax LSTM '
+                      'carry is (c, h): convert it with lstm_carry_from_flax).')
     h, c = carry
+    _check_carry_leaf(h, x, hidden_size, 'lstm', '`carry.h`')
+    _check_carry_leaf(c, x, hidden_size, 'lstm', '`carry.c`')
     gates = _bias_add(x @ params['w_i'] + h @ params['w_h'], params['b'])
     i, f, g, o = jnp.split(gates, 4, axis=-1)
     new_c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
@@ -185,7 +245,9 @@ def gru(
     return {'w_i': w_i, 'w_h': w_h, 'b_i': zeros, 'b_h': zeros}
 
   def apply(params: Params, carry: Array, x: Array) -> tuple[Array, Array]:
+    _check_params(params, 'gru', ('w_i', 'w_h', 'b_i', 'b_h'), hidden_size, 3)
     _check_input(x, params['w_i'], 'gru')
+    _check_carry_leaf(carry, x, hidden_size, 'gru', '`carry`')
     xi = _bias_add(x @ params['w_i'], params['b_i'])
     hh = _bias_add(carry @ params['w_h'], params['b_h'])
     xr, xz, xn = jnp.split(xi, 3, axis=-1)
@@ -220,7 +282,9 @@ def elman(
     }
 
   def apply(params: Params, carry: Array, x: Array) -> tuple[Array, Array]:
+    _check_params(params, 'elman', ('w_i', 'w_h', 'b'), hidden_size, 1)
     _check_input(x, params['w_i'], 'elman')
+    _check_carry_leaf(carry, x, hidden_size, 'elman', '`carry`')
     new_h = jnp.tanh(_bias_add(x @ params['w_i'] + carry @ params['w_h'], params['b']))
     return new_h, new_h
 
@@ -310,6 +374,32 @@ def as_cell(cell: RecurrentCell | nn.Module) -> RecurrentCell:
 # [gates * H, D] matrices (output-major) and two biases.
 
 
+def _require(p: Any, fn: str, keys: Sequence[str], what: str) -> None:
+  """`p` must be a mapping whose entries `keys` are mappings with a 'kernel' (Flax layout)."""
+  missing = [k for k in keys
+             if not isinstance(p, Mapping) or not isinstance(p.get(k), Mapping)
+             or 'kernel' not in p[k]]
+  if missing:
+    got = sorted(p) if isinstance(p, Mapping) else type(p).__name__
+    raise ValueError(f'{fn}: `flax_params` must be the params of a Flax {what} (one Dense per '
+                     f'gate: {list(keys)}, each with a kernel); missing or malformed {missing}, '
+                     f'got keys {got}.')
+
+
+def _check_ours(params: Any, fn: str, keys: tuple[str, ...], gates: int) -> None:
+  """`params` of our cell: the keys, and w_i [D, G*H], w_h [H, G*H], biases [G*H]."""
+  if not isinstance(params, Mapping) or not set(keys) <= set(params):
+    got = sorted(params) if isinstance(params, Mapping) else type(params).__name__
+    raise ValueError(f'{fn}: `params` must have the keys {list(keys)}, got {got}.')
+  shapes = {k: tuple(jnp.shape(params[k])) for k in keys}
+  w_i, w_h = shapes['w_i'], shapes['w_h']
+  ok = (len(w_h) == 2 and w_h[1] == gates * w_h[0] and len(w_i) == 2 and w_i[1] == w_h[1]
+        and all(shapes[k] == (w_h[1],) for k in keys if k.startswith('b')))
+  if not ok:
+    raise ValueError(f'{fn}: expected w_i [D, {gates}H], w_h [H, {gates}H] and biases '
+                     f'[{gates}H], got shapes {shapes}.')
+
+
 def _kernel(p: Any, name: str) -> Array:
   return jnp.asarray(p[name]['kernel'])
 
@@ -321,6 +411,8 @@ def _bias(p: Any, name: str, size: int, dtype: Any) -> Array:
 def lstm_params_from_flax(flax_params: Params) -> Params:
   """Params of Flax `LSTMCell` / `OptimizedLSTMCell` -> params of `lstm`."""
   p = flax_params
+  _require(p, 'lstm_params_from_flax', [a + g for a in 'ih' for g in 'ifgo'],
+           'LSTMCell / OptimizedLSTMCell')
   hidden = _kernel(p, 'hi').shape[0]
   dtype = _kernel(p, 'hi').dtype
   return {
@@ -333,6 +425,7 @@ def lstm_params_from_flax(flax_params: Params) -> Params:
 
 def lstm_params_to_flax(params: Params) -> Params:
   """Params of `lstm` -> params of Flax `LSTMCell` / `OptimizedLSTMCell`."""
+  _check_ours(params, 'lstm_params_to_flax', ('w_i', 'w_h', 'b'), 4)
   w_i = jnp.split(params['w_i'], 4, axis=1)
   w_h = jnp.split(params['w_h'], 4, axis=1)
   b = jnp.split(params['b'], 4)
@@ -346,6 +439,7 @@ def lstm_params_to_flax(params: Params) -> Params:
 def gru_params_from_flax(flax_params: Params) -> Params:
   """Params of Flax `GRUCell` -> params of `gru`."""
   p = flax_params
+  _require(p, 'gru_params_from_flax', [a + g for a in 'ih' for g in 'rzn'], 'GRUCell')
   hidden = _kernel(p, 'hn').shape[0]
   dtype = _kernel(p, 'hn').dtype
   return {
@@ -362,6 +456,7 @@ def gru_params_to_flax(params: Params) -> Params:
   Flax has no hidden bias for the r and z gates; ours are folded into Flax's input biases
   `ir`, `iz` (both add up inside the sigmoid), so the Flax cell computes the same function.
   """
+  _check_ours(params, 'gru_params_to_flax', ('w_i', 'w_h', 'b_i', 'b_h'), 3)
   b_hr, b_hz, b_hn = jnp.split(params['b_h'], 3)
   w_i = jnp.split(params['w_i'], 3, axis=1)
   w_h = jnp.split(params['w_h'], 3, axis=1)
@@ -378,23 +473,44 @@ def gru_params_to_flax(params: Params) -> Params:
 def elman_params_from_flax(flax_params: Params) -> Params:
   """Params of Flax `SimpleCell` -> params of `elman`."""
   p = flax_params
+  _require(p, 'elman_params_from_flax', ['i', 'h'], 'SimpleCell')
+  if 'bias' not in p['i']:
+    raise ValueError("elman_params_from_flax: `flax_params['i']` has no bias.")
   return {'w_i': _kernel(p, 'i'), 'w_h': _kernel(p, 'h'), 'b': jnp.asarray(p['i']['bias'])}
 
 
 def elman_params_to_flax(params: Params) -> Params:
   """Params of `elman` -> params of Flax `SimpleCell`."""
+  _check_ours(params, 'elman_params_to_flax', ('w_i', 'w_h', 'b'), 1)
   return {'i': {'kernel': params['w_i'], 'bias': params['b']}, 'h': {'kernel': params['w_h']}}
+
+
+def _from_torch(fn: str, gates: int, weight_ih: Any, weight_hh: Any, bias_ih: Any,
+                bias_hh: Any) -> tuple[np.ndarray, ...]:
+  """The four tensors as NumPy arrays, checked: weight_ih [G*H, D], weight_hh [G*H, H],
+  biases [G*H]."""
+  as_np = lambda t: np.asarray(t.detach().cpu().numpy() if hasattr(t, 'detach') else t)
+  w_ih, w_hh, b_ih, b_hh = (as_np(t) for t in (weight_ih, weight_hh, bias_ih, bias_hh))
+  hidden = w_hh.shape[1] if w_hh.ndim == 2 else 0
+  ok = (hidden > 0 and w_hh.shape == (gates * hidden, hidden) and w_ih.ndim == 2
+        and w_ih.shape[0] == gates * hidden and b_ih.shape == b_hh.shape == (gates * hidden,))
+  if not ok:
+    raise ValueError(f'{fn}: expected weight_ih [{gates}H, D], weight_hh [{gates}H, H], '
+                     f'bias_ih and bias_hh [{gates}H] (one layer of PyTorch), got shapes '
+                     f'{w_ih.shape}, {w_hh.shape}, {b_ih.shape}, {b_hh.shape}.')
+  return w_ih, w_hh, b_ih, b_hh
 
 
 def lstm_params_from_torch(weight_ih: Any, weight_hh: Any, bias_ih: Any, bias_hh: Any) -> Params:
   """One layer of PyTorch `nn.LSTM` (`weight_ih_l0` [4H, D], ...) -> params of `lstm`."""
-  as_np = lambda t: np.asarray(t.detach().cpu().numpy() if hasattr(t, 'detach') else t)
-  return {'w_i': jnp.asarray(as_np(weight_ih).T), 'w_h': jnp.asarray(as_np(weight_hh).T),
-          'b': jnp.asarray(as_np(bias_ih) + as_np(bias_hh))}
+  w_ih, w_hh, b_ih, b_hh = _from_torch('lstm_params_from_torch', 4, weight_ih, weight_hh,
+                                       bias_ih, bias_hh)
+  return {'w_i': jnp.asarray(w_ih.T), 'w_h': jnp.asarray(w_hh.T), 'b': jnp.asarray(b_ih + b_hh)}
 
 
 def gru_params_from_torch(weight_ih: Any, weight_hh: Any, bias_ih: Any, bias_hh: Any) -> Params:
   """One layer of PyTorch `nn.GRU` (`weight_ih_l0` [3H, D], ...) -> params of `gru`."""
-  as_np = lambda t: np.asarray(t.detach().cpu().numpy() if hasattr(t, 'detach') else t)
-  return {'w_i': jnp.asarray(as_np(weight_ih).T), 'w_h': jnp.asarray(as_np(weight_hh).T),
-          'b_i': jnp.asarray(as_np(bias_ih)), 'b_h': jnp.asarray(as_np(bias_hh))}
+  w_ih, w_hh, b_ih, b_hh = _from_torch('gru_params_from_torch', 3, weight_ih, weight_hh,
+                                       bias_ih, bias_hh)
+  return {'w_i': jnp.asarray(w_ih.T), 'w_h': jnp.asarray(w_hh.T), 'b_i': jnp.asarray(b_ih),
+          'b_h': jnp.asarray(b_hh)}

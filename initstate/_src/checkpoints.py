@@ -48,6 +48,12 @@ def _signature(tree: Any) -> dict[str, str]:
 def save_checkpoint(directory: str | os.PathLike[str], state: Any) -> pathlib.Path:
   """Saves `state` (any pytree, e.g. a `TrainState`) into a new `directory`; returns it."""
   directory = pathlib.Path(directory).absolute()
+  bad = [f'{jax.tree_util.keystr(path)}: {type(leaf).__name__}'
+         for path, leaf in jax.tree_util.tree_leaves_with_path(state)
+         if not isinstance(leaf, (jax.Array, np.ndarray, np.generic, int, float))]
+  if bad:  # Checked before anything is written: orbax would fail half-way.
+    raise TypeError('`state` must be a pytree of arrays (e.g. a TrainState); these leaves are '
+                    f'not: {", ".join(bad[:10])}.')
   if directory.exists():
     raise FileExistsError(f'checkpoint directory {directory} already exists; pick a new one '
                           '(e.g. one per step).')

@@ -48,6 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from initstate._src import checks
 from initstate._src import strategies as strategies_lib
 from initstate._src.types import Array, Batch, Carry, Params, PRNGKey, normalize_batch
 
@@ -60,7 +61,7 @@ class GradientBuffer(NamedTuple):
   """A ring buffer of the last K gradients at the initial carry.
 
   Attributes:
-    values: a carry-shaped pytree with leaves [K, *unit]; slot `i % K` holds entry number i.
+    values: a carry-shaped pytree with leaves `[K, *unit]`; slot `i % K` holds entry number i.
     count: int32 scalar, how many entries were ever pushed; `min(count, K)` slots are filled.
   """
   values: Carry
@@ -68,6 +69,7 @@ class GradientBuffer(NamedTuple):
 
   @property
   def capacity(self) -> int:
+    """K, the number of slots (a Python int)."""
     return jax.tree.leaves(self.values)[0].shape[0]
 
   def size(self) -> Array:
@@ -108,8 +110,8 @@ def update_gradient_buffer(buffer: GradientBuffer, carry_grads: Carry, *,
 
   Args:
     buffer: the current `GradientBuffer` (capacity K).
-    carry_grads: gradients of the loss at the initial carry, leaves [n, *unit] (one entry per
-      row, e.g. per training sequence).
+    carry_grads: gradients of the loss at the initial carry, leaves `[n, *unit]` (one entry
+      per row, e.g. per training sequence).
     axis_name: under `pmap` / `shard_map`, the device axis: rows are gathered from (or averaged
       over) all devices first, per `cross_device`, so every device keeps the same buffer.
     cross_device: 'gather' (push every device's rows, in device order) or 'mean'.
@@ -177,12 +179,23 @@ def cleaning_noise(
 
   Returns:
     A `CleaningNoise`.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, initstate
+    >>> template = initstate.gru(4).carry_template
+    >>> cleaning = initstate.cleaning_noise(buffer_size=8, scale=1.0)
+    >>> params = cleaning.init(None, template)          # the learned carry [4]
+    >>> buffer = cleaning.init_buffer(template)         # empty: no noise yet
+    >>> grads = jnp.full((3, 4), 0.5)                   # dLoss/dcarry of 3 sequences
+    >>> buffer = cleaning.update(buffer, grads)
+    >>> int(buffer.size())
+    3
+    >>> carry = cleaning.init_carry(params, buffer, jax.random.key(0), 2, train=True)
+    >>> jnp.abs(carry).tolist()                         # learned (0) +- a stored gradient
+    [[0.5, 0.5, 0.5, 0.5], [0.5, 0.5, 0.5, 0.5]]
   """
-  if isinstance(buffer_size, bool) or not isinstance(buffer_size, (int, np.integer)) or (
-      buffer_size < 1):
-    raise ValueError(f'`buffer_size` must be a positive int, got {buffer_size!r}.')
-  buffer_size = int(buffer_size)
-  strategies_lib._check_stddev(scale)  # pylint: disable=protected-access
+  buffer_size = checks.positive_int(buffer_size, 'buffer_size')
+  checks.non_negative_scalar(scale, 'scale')
   _check_choice('draw', draw, _DRAWS)
   _check_choice('sign', sign, _SIGNS)
   _check_choice('cross_device', cross_device, _CROSS_DEVICE)

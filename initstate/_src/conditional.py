@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from initstate._src import checks
 from initstate._src import strategies as strategies_lib
 from initstate._src.types import Array, Batch, Carry, Params, PRNGKey, normalize_batch
 
@@ -39,13 +40,23 @@ _kernel_init = jax.nn.initializers.lecun_normal()
 
 
 class Dense(NamedTuple):
-  """A linear layer's params: kernel [F, *unit], bias [*unit]."""
+  """A linear layer's params.
+
+  Attributes:
+    kernel: `[F, *unit]`.
+    bias: `[*unit]`.
+  """
   kernel: Array
   bias: Array
 
 
 class CarryMap(NamedTuple):
-  """A learned map to a carry: `params = init(rng, ...)`, `carry = apply(params, x)`."""
+  """A learned map to a carry: `params = init(rng, ...)`, `carry = apply(params, x)`.
+
+  Attributes:
+    init: `(rng, ...) -> params`.
+    apply: `(params, x) -> carry`.
+  """
   init: Callable[..., Params]
   apply: Callable[[Params, Any], Carry]
 
@@ -108,14 +119,10 @@ def from_context(
     activation: Callable[[Array], Array] = jnp.tanh,
     squash: Squash = jnp.tanh,
 ) -> CarryMap:
-  """An initializer network: context features [*B, F] -> a full carry, leaves [*B, *unit].
+  """An initializer network: context features `[*B, F]` -> a full carry, leaves `[*B, *unit]`.
 
   An MLP with `hidden_sizes` (none: linear) and one linear head per carry leaf (every layer of
-  a stack, h and c of an LSTM), each head followed by `squash`:
-
-    init_net = initstate.from_context(hidden_sizes=(64,))
-    params = init_net.init(rng, F, cell.carry_template)
-    carry = init_net.apply(params, context)        # context [B, F] -> carry leaves [B, H]
+  a stack, h and c of an LSTM), each head followed by `squash`.
 
   For a warm-up window, flatten it into `context` ([B, W * D]), or run the cell over it with
   `scan_rnn` and start from its `final_carry` (the burn-in way).
@@ -124,12 +131,22 @@ def from_context(
     hidden_sizes: widths of the hidden layers.
     activation: the hidden layers' nonlinearity.
     squash: applied to every produced leaf (default tanh); None for none.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, initstate
+    >>> cell = initstate.stack([initstate.lstm(8), initstate.lstm(8)])
+    >>> init_net = initstate.from_context(hidden_sizes=(16,))
+    >>> params = init_net.init(jax.random.key(0), 5, cell.carry_template)   # F = 5
+    >>> carry = init_net.apply(params, jnp.ones((3, 5)))   # context [B, F]
+    >>> jax.tree.map(jnp.shape, carry)                    # every layer, h and c
+    (LSTMCarry(h=(3, 8), c=(3, 8)), LSTMCarry(h=(3, 8), c=(3, 8)))
   """
   hidden_sizes = tuple(_check_size(h, 'hidden_sizes') for h in hidden_sizes)
   _check_squash(squash)
 
   def init(rng: PRNGKey, context_size: int, template: Carry) -> Params:
     """Params {'hidden': [Dense], 'heads': carry-shaped tree of Dense}."""
+    checks.prng_key(rng, 'rng')
     context_size = _check_size(context_size, 'context_size')
     dtype = strategies_lib.CarrySpec.from_template(template).dtypes[0]
     k_hidden, k_heads = jax.random.split(rng)
@@ -157,17 +174,13 @@ def bridge(encoder_template: Carry, decoder_template: Carry, *, project: str = '
            squash: Squash = jnp.tanh) -> CarryMap:
   """The decoder's initial carry from the encoder's final carry, layer by layer.
 
-    enc_to_dec = initstate.bridge(encoder.carry_template, decoder.carry_template)
-    params = enc_to_dec.init(rng)
-    decoder_carry = enc_to_dec.apply(params, encoder_final_carry)     # leaves [B, ...]
-
   Layers pair up one to one when both sides have the same number; a single-layer side pairs
   with every layer of the other (one encoder layer feeds every decoder layer; a single decoder
   layer reads the encoder's last layer). Within a pair, an encoder layer whose carry has the
   decoder layer's structure, shapes and dtypes passes through unchanged (`project='auto'`);
   otherwise all of its leaves are concatenated and mapped by one learned linear head per
-  decoder leaf, then `squash`ed. A Flax LSTM cell's `(c, h)` carry is a plain tuple, so it
-  reads as two layers.
+  decoder leaf, then passed through `squash`. A Flax LSTM cell's `(c, h)` carry is a plain
+  tuple, so it reads as two layers.
 
   Args:
     encoder_template: the encoder's carry template (e.g. `encoder.carry_template`).
@@ -179,6 +192,16 @@ def bridge(encoder_template: Carry, decoder_template: Carry, *, project: str = '
   Returns:
     A `CarryMap`: `init(rng) -> params` (a tuple with one entry per decoder layer: `()` for a
     pass-through, else the heads) and `apply(params, encoder_carry) -> decoder_carry`.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, initstate
+    >>> encoder = initstate.stack([initstate.gru(6), initstate.gru(6)])
+    >>> decoder = initstate.stack([initstate.lstm(8), initstate.lstm(8)])
+    >>> enc_to_dec = initstate.bridge(encoder.carry_template, decoder.carry_template)
+    >>> params = enc_to_dec.init(jax.random.key(0))
+    >>> final = (jnp.ones((3, 6)), jnp.ones((3, 6)))   # the encoder's final carry, B = 3
+    >>> jax.tree.map(jnp.shape, enc_to_dec.apply(params, final))
+    (LSTMCarry(h=(3, 8), c=(3, 8)), LSTMCarry(h=(3, 8), c=(3, 8)))
   """
   if project not in ('auto', 'always', 'never'):
     raise ValueError(f"`project` must be 'auto', 'always' or 'never', got {project!r}.")
@@ -208,6 +231,7 @@ def bridge(encoder_template: Carry, decoder_template: Carry, *, project: str = '
   decoder_is_stack = type(decoder_template) is tuple  # pylint: disable=unidiomatic-typecheck
 
   def init(rng: PRNGKey) -> Params:
+    checks.prng_key(rng, 'rng')
     keys = jax.random.split(rng, num_dec)
     params = []
     for d, e in enumerate(source):
@@ -245,13 +269,13 @@ def bridge(encoder_template: Carry, decoder_template: Carry, *, project: str = '
 
 
 def latent(latent_size: int, *, squash: Squash = jnp.tanh) -> strategies_lib.CarryStrategy:
-  """A latent carry: `z ~ N(0, I)` [*batch, Z] mapped by a learned projection to the carry.
+  """A latent carry: `z ~ N(0, I)` `[*batch, Z]` mapped by a learned projection to the carry.
 
-  `init(rng, template)` makes a carry-shaped tree of linear heads (kernel [Z, *unit], bias
-  [*unit]); `init_carry(params, rng, batch, *, train, z=None)` returns
+  `init(rng, template)` makes a carry-shaped tree of linear heads (kernel `[Z, *unit]`, bias
+  `[*unit]`); `init_carry(params, rng, batch, *, train, z=None)` returns
   `squash(z @ kernel + bias)` per leaf, with z drawn from `rng` when `train=True`, the prior
   mean z = 0 when `train=False` (deterministic: the carry is `squash(bias)`), or the given `z`
-  ([*batch, Z]) in either mode, e.g. a fixed z to generate from. Works in `scan_rnn` and
+  (`[*batch, Z]`) in either mode, e.g. a fixed z to generate from. Works in `scan_rnn` and
   `initstate.nn.RNN` like any strategy (noise from the 'carry' rng stream).
 
   Args:
@@ -264,6 +288,7 @@ def latent(latent_size: int, *, squash: Squash = jnp.tanh) -> strategies_lib.Car
   def init(rng: PRNGKey | None, template: Carry) -> Params:
     if rng is None:
       raise ValueError('`latent` draws its projection at init and needs a PRNG key.')
+    checks.prng_key(rng, 'rng')
     return _heads_init(rng, latent_size, template)
 
   def init_carry(params: Params, rng: PRNGKey | None, batch: Batch, *, train: bool,

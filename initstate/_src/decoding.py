@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from initstate._src import checks
 from initstate._src.scan import scan_rnn
 from initstate._src.types import Array, Carry, PRNGKey
 
@@ -162,6 +163,22 @@ def teacher_forcing(
 
   Returns:
     `TeacherForcingOutput(logits [B, L, V], mask [B, L] bool, final_carry)`.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, initstate
+    >>> vocab, cell = 5, initstate.gru(8)
+    >>> params = cell.init(jax.random.key(0), vocab)
+    >>> readout = jax.random.normal(jax.random.key(1), (8, vocab))
+    >>> def step_fn(carry, tokens):                    # tokens [B] -> logits [B, V]
+    ...   carry, h = cell.apply(params, carry, jax.nn.one_hot(tokens, vocab))
+    ...   return carry, h @ readout
+    >>> targets = jnp.array([[3, 4, 1], [2, 1, 0]])      # token 1 ends a sequence
+    >>> out = initstate.teacher_forcing(step_fn, jnp.zeros((2, 8)), targets, start_token=0,
+    ...                                 lengths=jnp.array([3, 2]))
+    >>> out.logits.shape, out.mask.tolist()
+    ((2, 3, 5), [[True, True, True], [True, True, False]])
+    >>> loss = initstate.masked_mean(
+    ...     initstate.softmax_cross_entropy(out.logits, targets), out.mask)
   """
   targets = _check_targets(targets, 'teacher_forcing')
   start = _token(start_token, 'start_token')
@@ -243,6 +260,7 @@ def decode(
     raise ValueError(f'`method` must be one of {METHODS}, got {method!r}.')
   if method == 'sample' and rng is None:
     raise ValueError("`method='sample'` draws tokens and needs a PRNG key: pass `rng`.")
+  checks.optional_prng_key(rng, 'rng')
   if _is_concrete(temperature):
     t = np.asarray(temperature)
     if t.shape != () or not np.issubdtype(t.dtype, np.number) or not (

@@ -14,14 +14,21 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from initstate._src import checks
 from initstate._src.types import Array, PRNGKey
 
 
 class HMM(NamedTuple):
-  """A discrete hidden Markov model (probabilities; rows sum to one)."""
-  initial: Array     # [K] pi: p(z_0).
-  transition: Array  # [K, K] A[i, j] = p(z_{t+1} = j | z_t = i).
-  emission: Array    # [K, V] E[i, v] = p(x_t = v | z_t = i).
+  """A discrete hidden Markov model (probabilities; rows sum to one).
+
+  Attributes:
+    initial: `[K]` pi: `p(z_0)`.
+    transition: `[K, K]` `A[i, j] = p(z_{t+1} = j | z_t = i)`.
+    emission: `[K, V]` `E[i, v] = p(x_t = v | z_t = i)`.
+  """
+  initial: Array
+  transition: Array
+  emission: Array
 
 
 def random_hmm(
@@ -70,8 +77,11 @@ def random_hmm(
 
 def sample(key: PRNGKey, hmm: HMM, num_sequences: int, length: int) -> Array:
   """Draws `num_sequences` independent sequences of `length` symbols: int32 [N, T]."""
-  if num_sequences < 1 or length < 1:
-    raise ValueError(f'need num_sequences >= 1 and length >= 1, got {num_sequences}, {length}.')
+  if not (checks.is_int(num_sequences) and checks.is_int(length)) or (
+      num_sequences < 1 or length < 1):
+    raise ValueError('need ints `num_sequences` >= 1 and `length` >= 1, got '
+                     f'{num_sequences!r}, {length!r}.')
+  checks.prng_key(key, 'key')
   k0, k_steps = jax.random.split(key)
   log_a, log_e = jnp.log(hmm.transition), jnp.log(hmm.emission)
   z0 = jax.random.categorical(k0, jnp.log(hmm.initial), shape=(num_sequences,))
@@ -96,8 +106,16 @@ def bayes_step_losses(hmm: HMM, symbols: Array) -> Array:
     [N, T - 1]: entry t is -log p(x_{t+1} | x_0 .. x_t), the loss of predicting x_{t+1}
     after reading x_0 .. x_t (the model's target at step t).
   """
-  if symbols.ndim != 2:
-    raise ValueError(f'`symbols` must be [N, T], got shape {symbols.shape}.')
+  symbols = jnp.asarray(symbols)
+  if symbols.ndim != 2 or not jnp.issubdtype(symbols.dtype, jnp.integer):
+    raise ValueError(f'`symbols` must be an int array [N, T], got {symbols.dtype} '
+                     f'{symbols.shape}.')
+  num_symbols = hmm.emission.shape[1]
+  if not isinstance(symbols, jax.core.Tracer):
+    lo, hi = int(symbols.min(initial=0)), int(symbols.max(initial=0))
+    if lo < 0 or hi >= num_symbols:
+      raise ValueError(f'`symbols` must lie in [0, V) = [0, {num_symbols}), got values in '
+                       f'[{lo}, {hi}].')
   emit = hmm.emission.T[symbols]  # [N, T, K]: p(x_t | z_t = k).
 
   def normalize(p):

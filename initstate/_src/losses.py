@@ -4,6 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from initstate._src import checks
+
 from initstate._src.types import Array
 
 
@@ -43,6 +45,15 @@ def softmax_cross_entropy(logits: Array, labels: Array) -> Array:
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
+def _check_mask_dtype(mask: Array, name: str) -> None:
+  """Masks select; they do not weigh. A float mask would be read as `mask != 0`, so a weight
+  of 0.5 would silently count in full: refuse it."""
+  dtype = jnp.result_type(mask)
+  if dtype != jnp.bool_ and not jnp.issubdtype(dtype, jnp.integer):
+    raise TypeError(f'`{name}` must be bool (or 0/1 ints), got {dtype}; to weigh entries, '
+                    'multiply `values` by the weights instead.')
+
+
 def masked_mean(values: Array, mask: Array | None = None) -> Array:
   """Mean of `values` over the entries where `mask` is True.
 
@@ -55,12 +66,21 @@ def masked_mean(values: Array, mask: Array | None = None) -> Array:
 
   Returns:
     A scalar.
+
+  Example:
+    >>> import jax.numpy as jnp, initstate
+    >>> values = jnp.array([[1.0, 2.0, jnp.nan]])        # NaN on a padding step
+    >>> float(initstate.masked_mean(values, jnp.array([[True, True, False]])))
+    1.5
+    >>> float(initstate.masked_mean(values, jnp.zeros((1, 3), bool)))   # nothing selected
+    0.0
   """
   if mask is None:
     return jnp.mean(values)
   if jnp.shape(mask) != jnp.shape(values):
     raise ValueError(f'`mask` {jnp.shape(mask)} must have the shape of `values` '
                      f'{jnp.shape(values)}.')
+  _check_mask_dtype(mask, 'mask')
   mask = jnp.asarray(mask).astype(jnp.bool_)
   total = jnp.sum(jnp.where(mask, values, jnp.zeros_like(values)))
   count = jnp.sum(mask.astype(values.dtype))
@@ -88,20 +108,34 @@ def loss_mask(
 
   Returns:
     bool [B, T] ([T, B] if `time_major`).
+
+  Example:
+    >>> import jax.numpy as jnp, initstate
+    >>> initstate.loss_mask(jnp.array([4, 2]), 5, burn_in=1).astype(int)
+    Array([[0, 1, 1, 1, 0],
+           [0, 1, 0, 0, 0]], dtype=int32)
   """
+  num_steps = checks.positive_int(num_steps, 'num_steps')
+  checks.flag(time_major, 'time_major')
   if isinstance(burn_in, bool) or not isinstance(burn_in, (int, np.integer)) or not (
       0 <= burn_in < num_steps):
     raise ValueError(f'`burn_in` must be an int in [0, T - 1] = [0, {num_steps - 1}], '
                      f'got {burn_in!r}.')
   if seq_lengths is not None:
     seq_lengths = jnp.asarray(seq_lengths)
-    if seq_lengths.ndim != 1:
-      raise ValueError(f'`seq_lengths` must be [B], got shape {seq_lengths.shape}.')
+    if seq_lengths.ndim != 1 or not jnp.issubdtype(seq_lengths.dtype, jnp.integer):
+      raise ValueError(f'`seq_lengths` must be an int array [B], got {seq_lengths.dtype} '
+                       f'{seq_lengths.shape}.')
     batch_size = seq_lengths.shape[0]
   elif mask is not None:
+    if jnp.ndim(mask) != 2:
+      raise ValueError(f'`mask` must be [B, T] ([T, B] if time_major), got shape '
+                       f'{jnp.shape(mask)}.')
     batch_size = jnp.shape(mask)[1 if time_major else 0]
   elif batch_size is None:
     raise ValueError('pass `seq_lengths`, `mask` or `batch_size`.')
+  elif not checks.is_int(batch_size) or batch_size < 0:
+    raise ValueError(f'`batch_size` must be a non-negative int, got {batch_size!r}.')
   steps = jnp.arange(num_steps)[:, None]  # [T, 1]
   out = jnp.broadcast_to(steps >= burn_in, (num_steps, batch_size))
   if seq_lengths is not None:
@@ -110,6 +144,7 @@ def loss_mask(
     expected = (num_steps, batch_size) if time_major else (batch_size, num_steps)
     if jnp.shape(mask) != expected:
       raise ValueError(f'`mask` must have shape {expected}, got {jnp.shape(mask)}.')
+    _check_mask_dtype(mask, 'mask')
     mask = jnp.asarray(mask).astype(jnp.bool_)
     out = out & (mask if time_major else mask.T)
   return out if time_major else out.T

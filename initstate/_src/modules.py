@@ -21,18 +21,19 @@ class RNN(nn.Module):
 
   Parameters: `params['cell']` (the cell's) and, for strategies with trainable values such as
   `learned`, `params['carry']` (a pytree shaped like the cell's carry). Noise is drawn from the
-  rng stream `carry_rng` (default `'carry'`) and only when `train=True`:
-
-    model = initstate.nn.RNN(initstate.lstm(32), carry=initstate.noisy_learned(0.3))
-    variables = model.init(key, x, train=False)                       # x: [B, T, D]
-    out = model.apply(variables, x, train=True, rngs={'carry': noise_key})
-    out.outputs   # [B, T, H];  out.mask [B, T];  out.final_carry
+  rng stream `carry_rng` (default `'carry'`) and only when `train=True`.
 
   Attributes:
     cell: an initstate `RecurrentCell` (`lstm`, `gru`, `elman`, `stack`) or a `flax.linen` cell.
     carry: the initial-carry strategy (default `zeros()`).
-    burn_in, stop_gradient_burn_in, reverse, unroll, time_major, return_carries,
-      implementation, checkpoint_every: as in `scan_rnn`.
+    burn_in: as in `scan_rnn`.
+    stop_gradient_burn_in: as in `scan_rnn`.
+    reverse: as in `scan_rnn`.
+    unroll: as in `scan_rnn`.
+    time_major: as in `scan_rnn`.
+    return_carries: as in `scan_rnn`.
+    implementation: as in `scan_rnn`.
+    checkpoint_every: as in `scan_rnn`.
     train: default for the `train` call argument (set one of the two).
     carry_rng: name of the rng stream for carry noise.
     per_example_noise: draw each example's noise from `fold_in(key, global example index)`
@@ -49,16 +50,33 @@ class RNN(nn.Module):
       `self.perturb('initial_carry', ...)`, so the gradient at it can be taken with respect to
       the 'perturbations' collection (see `update_carry_buffers`).
 
-  Cleaning noise in a training step (batch size fixed at init, as `perturb` needs):
+  Example:
+    >>> import jax, jax.numpy as jnp, initstate
+    >>> model = initstate.nn.RNN(initstate.lstm(8), carry=initstate.noisy_learned(0.3))
+    >>> x = jnp.ones((2, 5, 3))                                       # [B, T, D]
+    >>> variables = model.init(jax.random.key(0), x, train=False)
+    >>> jax.tree.map(jnp.shape, variables['params']['carry'])         # the learned carry
+    LSTMCarry(h=(8,), c=(8,))
+    >>> out = model.apply(variables, x, train=True, rngs={'carry': jax.random.key(1)})
+    >>> out.outputs.shape, out.mask.shape
+    ((2, 5, 8), (2, 5))
 
-    variables = model.init({'params': k1, 'carry': k2}, x, train=False)
-    params, buffers = variables['params'], variables['carry_buffer']
-    def loss_fn(params, perturbations):
-      out = model.apply({'params': params, 'carry_buffer': buffers,
-                         'perturbations': perturbations}, x, train=True, rngs={'carry': k})
-      return loss(out)
-    grads, carry_grads = jax.grad(loss_fn, argnums=(0, 1))(params, variables['perturbations'])
-    buffers = initstate.nn.update_carry_buffers(buffers, carry_grads)
+    Cleaning noise in a training step (the batch size is fixed at init, as `perturb` needs):
+
+    >>> model = initstate.nn.RNN(initstate.gru(8), carry=initstate.cleaning_noise(16))
+    >>> variables = model.init({'params': jax.random.key(0), 'carry': jax.random.key(1)}, x,
+    ...                        train=False)
+    >>> params, buffers = variables['params'], variables['carry_buffer']
+    >>> def loss_fn(params, perturbations):
+    ...   out = model.apply({'params': params, 'carry_buffer': buffers,
+    ...                      'perturbations': perturbations}, x, train=True,
+    ...                     rngs={'carry': jax.random.key(2)})
+    ...   return jnp.mean(out.outputs ** 2)
+    >>> grads, carry_grads = jax.grad(loss_fn, argnums=(0, 1))(params,
+    ...                                                       variables['perturbations'])
+    >>> buffers = initstate.nn.update_carry_buffers(buffers, carry_grads)
+    >>> int(buffers['gradients'].size())                              # one entry per sequence
+    2
   """
   cell: Any
   carry: strategies_lib.CarryStrategy = strategies_lib.zeros()
@@ -113,9 +131,13 @@ class RNN(nn.Module):
     """
     train = nn.merge_param('train', self.train, train)
     cell: RecurrentCell = as_cell(self.cell)
-    if inputs.ndim < 3:
+    if not hasattr(inputs, 'ndim') or inputs.ndim < 3:
       raise ValueError(f'`inputs` must be [B, T, D] ([T, B, D] if time_major), got shape '
-                       f'{inputs.shape}.')
+                       f'{getattr(inputs, "shape", type(inputs).__name__)}.')
+    if self.context_carry is not None and not isinstance(self.context_carry,
+                                                         conditional_lib.CarryMap):
+      raise TypeError('`context_carry` must be a CarryMap (e.g. initstate.from_context()), got '
+                      f'{type(self.context_carry).__name__}.')
     cell_params = self.param('cell', cell.init, inputs.shape[-1])
     strategy = self.carry
     cleaning = isinstance(strategy, cleaning_lib.CleaningNoise)
@@ -143,7 +165,7 @@ class RNN(nn.Module):
       if not self.has_rng(self.carry_rng):
         raise ValueError(
             f'this carry strategy draws noise in training: pass rngs={{"{self.carry_rng}": '
-            'key}} to init/apply, or train=False.')
+            'key} to init/apply, or train=False.')
       rng = self.make_rng(self.carry_rng)
 
     def init_carry_fn(key, batch):

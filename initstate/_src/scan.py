@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from initstate._src import checks
 from initstate._src import fused as fused_lib
 from initstate._src.losses import loss_mask
 from initstate._src.types import Array, Carry, PRNGKey
@@ -73,19 +74,27 @@ def _take_time(x: Array, index: Array) -> Array:
   return jnp.take_along_axis(x, index, axis=0)
 
 
-def _check_carry_dtypes(cell_fn: CellFn, carry: Carry, x_0: Any) -> None:
-  """A clear error, before any scan, if one step changes the carry's dtype.
+def _check_step(cell_fn: CellFn, carry: Carry, x_0: Any) -> None:
+  """Clear errors, before any scan, if one step changes the carry's structure, shapes or dtype.
 
-  A scan needs a carry of fixed dtype. The usual cause is a bfloat16 / float16 model (whose
-  carry follows `param_dtype`) fed float32 inputs: `x @ w_i` promotes and the new carry is
-  float32. Without this check `lax.scan` raises from deep inside the generic or fused path,
-  the latter naming its internal `carry[0]`. Shapes only (`jax.eval_shape`): nothing is run.
+  A scan needs a carry of fixed type. Calling the cell once on shapes (`jax.eval_shape`:
+  nothing is run) also raises the built-in cells' own checks (input features, carry shapes).
+  The usual cause of a dtype change is a bfloat16 / float16 model (whose carry follows
+  `param_dtype`) fed float32 inputs: `x @ w_i` promotes and the new carry is float32. Without
+  this check `lax.scan` raises from deep inside the generic or fused path, the latter naming
+  its internal `carry[0]`.
   """
   new_carry, _ = jax.eval_shape(cell_fn, carry, x_0)
+  if jax.tree.structure(new_carry) != jax.tree.structure(carry):
+    raise TypeError(f'`cell_fn` must return a carry of the structure it was given: got '
+                    f'{jax.tree.structure(carry)} in, {jax.tree.structure(new_carry)} out.')
   paths = jax.tree_util.tree_leaves_with_path(carry)
   new_leaves = jax.tree.leaves(new_carry)
-  if len(new_leaves) != len(paths):
-    return  # A structure change: let the cell / scan report it.
+  reshaped = [f'carry{jax.tree_util.keystr(path)}: {jnp.shape(old)} -> {new.shape}'
+              for (path, old), new in zip(paths, new_leaves) if jnp.shape(old) != new.shape]
+  if reshaped:
+    raise ValueError(f'`cell_fn` changes the shape of the carry ({", ".join(reshaped)}); a scan '
+                     'needs a carry of fixed shape: check `initial_carry` against the cell.')
   changed = [f'carry{jax.tree_util.keystr(path)}: {jnp.result_type(old)} -> {new.dtype}'
              for (path, old), new in zip(paths, new_leaves)
              if jnp.result_type(old) != new.dtype]
@@ -96,6 +105,19 @@ def _check_carry_dtypes(cell_fn: CellFn, carry: Carry, x_0: Any) -> None:
         f'{sorted({str(jnp.result_type(x)) for x in jax.tree.leaves(x_0)})}: feed inputs of the '
         "cell's param dtype (e.g. `inputs.astype(jnp.bfloat16)` for a bfloat16 model), and a "
         'carry of that dtype (strategies follow `cell.carry_template`).')
+
+
+def _check_fresh_carry(init_carry_fn: InitCarryFn, key: PRNGKey | None, batch: int,
+                       carry: Carry) -> None:
+  """The carries `init_carry_fn` makes at resets must match the initial carry exactly."""
+  fresh = jax.eval_shape(lambda k: init_carry_fn(k, batch), key)
+  same = jax.tree.structure(fresh) == jax.tree.structure(carry) and all(
+      f.shape == jnp.shape(c) and f.dtype == jnp.result_type(c)
+      for f, c in zip(jax.tree.leaves(fresh), jax.tree.leaves(carry)))
+  if not same:
+    describe = lambda t: jax.tree.map(lambda l: f'{jnp.result_type(l)}{list(jnp.shape(l))}', t)
+    raise ValueError(f'`init_carry_fn(key, {batch})` must return a carry like `initial_carry` '
+                     f'(for the resets), got {describe(fresh)} against {describe(carry)}.')
 
 
 def scan_rnn(
@@ -151,8 +173,38 @@ def scan_rnn(
 
   Returns:
     A `ScanOutput(final_carry, outputs, mask, carries)`.
+
+  Example:
+    >>> import functools, jax, jax.numpy as jnp, initstate
+    >>> cell = initstate.lstm(8)
+    >>> params = cell.init(jax.random.key(0), 3)
+    >>> strategy = initstate.noisy_learned(0.1)
+    >>> carry_params = strategy.init(None, cell.carry_template)
+    >>> x = jnp.ones((2, 6, 3))                                   # [B, T, D]
+    >>> out = initstate.scan_rnn(
+    ...     functools.partial(cell.apply, params), x,
+    ...     init_carry_fn=lambda k, b: strategy.init_carry(carry_params, k, b, train=True),
+    ...     rng=jax.random.key(1),
+    ...     seq_lengths=jnp.array([6, 4]),                          # the second is padded
+    ...     resets=jnp.zeros((2, 6), bool).at[0, 3].set(True),      # fresh carry before t = 3
+    ...     burn_in=2)                                              # steps 0, 1 not in the loss
+    >>> out.outputs.shape
+    (2, 6, 8)
+    >>> out.mask.astype(int)
+    Array([[0, 0, 1, 1, 1, 1],
+           [0, 0, 1, 1, 0, 0]], dtype=int32)
   """
   # ---- Shapes and argument checks. ----
+  checks.callable_(cell_fn, 'cell_fn', '(carry, x_t) -> (carry, y_t)')
+  if init_carry_fn is not None:
+    checks.callable_(init_carry_fn, 'init_carry_fn', '(key, batch) -> carry')
+  checks.optional_prng_key(rng, 'rng')
+  for name, value in (('stop_gradient_burn_in', stop_gradient_burn_in), ('reverse', reverse),
+                      ('time_major', time_major), ('return_carries', return_carries)):
+    checks.flag(value, name)
+  if not isinstance(unroll, (bool, np.bool_)) and not (checks.is_int(unroll) and unroll >= 1):
+    raise ValueError(f'`unroll` must be a positive int or a bool (as in jax.lax.scan), got '
+                     f'{unroll!r}.')
   leaves = jax.tree.leaves(inputs)
   if not leaves:
     raise ValueError('`inputs` has no arrays.')
@@ -227,8 +279,10 @@ def scan_rnn(
       raise ValueError(f'carry leaves must have leading batch dim B = {batch} (from `inputs` '
                        f'{leaves[0].shape}), got a leaf of shape {jnp.shape(leaf)}.')
 
-  _check_carry_dtypes(cell_fn, initial_carry, jax.tree.map(
+  _check_step(cell_fn, initial_carry, jax.tree.map(
       lambda x: x[0] if time_major else x[:, 0], inputs))
+  if resets is not None:
+    _check_fresh_carry(init_carry_fn, reset_key, batch, initial_carry)
 
   # ---- To the processing frame: time-major, each sequence in the order it is processed. ----
   to_time_major = (lambda x: x) if time_major else (lambda x: jnp.swapaxes(x, 0, 1))

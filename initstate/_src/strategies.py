@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from initstate._src import checks
 from initstate._src.types import Array, Batch, Carry, Params, PRNGKey, normalize_batch
 
 Initializer = Callable[[PRNGKey, tuple[int, ...], Any], Array]
@@ -33,13 +34,20 @@ Initializer = Callable[[PRNGKey, tuple[int, ...], Any], Array]
 @jax.tree_util.register_static
 @dataclasses.dataclass(frozen=True)
 class CarrySpec:
-  """The structure of a carry (tree and per-leaf unit shape and dtype), with no array leaves."""
+  """The structure of a carry (tree and per-leaf unit shape and dtype), with no array leaves.
+
+  Attributes:
+    treedef: the carry's tree structure.
+    shapes: each leaf's unit shape (without batch dims), in leaf order.
+    dtypes: each leaf's dtype, in leaf order.
+  """
   treedef: Any
   shapes: tuple[tuple[int, ...], ...]
   dtypes: tuple[Any, ...]
 
   @classmethod
   def from_template(cls, template: Carry) -> 'CarrySpec':
+    """The spec of `template`, a carry pytree whose leaves have `.shape` and `.dtype`."""
     leaves, treedef = jax.tree.flatten(template)
     if not leaves:
       raise ValueError('the carry template has no leaves.')
@@ -81,10 +89,7 @@ def _check_train(train: Any) -> None:
 
 
 def _check_stddev(stddev: Any) -> None:
-  if isinstance(stddev, jax.core.Tracer):
-    return
-  if np.ndim(stddev) != 0 or not np.isfinite(stddev) or stddev < 0:
-    raise ValueError(f'`stddev` must be a finite non-negative scalar, got {stddev!r}.')
+  checks.non_negative_scalar(stddev, 'stddev')
 
 
 def _need_rng(rng: PRNGKey | None, name: str) -> None:
@@ -92,6 +97,7 @@ def _need_rng(rng: PRNGKey | None, name: str) -> None:
     raise ValueError(f'`{name}` draws noise when train=True and needs a PRNG key: pass `rng` '
                      '(for initstate.nn.RNN, rngs={"carry": key}), or pass train=False for '
                      'the noise-free carry.')
+  checks.prng_key(rng, 'rng')
 
 
 def _spec_of(params: Params, name: str) -> 'CarrySpec':
@@ -101,16 +107,40 @@ def _spec_of(params: Params, name: str) -> 'CarrySpec':
   return params
 
 
+def _learned_params(params: Params, name: str) -> Params:
+  """`params` of a learned carry: a pytree of [*unit] arrays (what its `init` returns)."""
+  leaves = jax.tree.leaves(params)
+  if isinstance(params, CarrySpec) or not leaves or not all(hasattr(l, 'shape') for l in leaves):
+    raise TypeError(f'`{name}` expects the params made by its own `init` (the learned carry: '
+                    f'arrays [*unit] in the carry\'s structure), got {type(params).__name__}.')
+  return params
+
+
+def _check_initial_value(initial_value: Any, name: str) -> None:
+  if callable(initial_value):
+    return
+  try:
+    ok = np.ndim(initial_value) == 0 and np.isfinite(initial_value)
+  except TypeError:
+    ok = False
+  if not ok or isinstance(initial_value, (bool, str)):
+    raise ValueError(f'`{name}`: `initial_value` must be a finite number or an initializer '
+                     f'(key, shape, dtype) -> array, got {initial_value!r}.')
+
+
 def _broadcast(params: Params, batch: tuple[int, ...]) -> Carry:
   return jax.tree.map(lambda p: jnp.broadcast_to(p, batch + p.shape), params)
 
 
 def _learned_init(initial_value: float | Initializer, name: str):
+  _check_initial_value(initial_value, name)
+
   def init(rng: PRNGKey | None, template: Carry) -> Params:
     spec = CarrySpec.from_template(template)
     if callable(initial_value):
       if rng is None:
         raise ValueError(f'`{name}` with a random initializer needs a PRNG key in `init`.')
+      checks.prng_key(rng, 'rng')
       keys = jax.random.split(rng, len(spec.shapes))
       leaves = [initial_value(k, s, d) for k, s, d in zip(keys, spec.shapes, spec.dtypes)]
     else:
@@ -120,7 +150,17 @@ def _learned_init(initial_value: float | Initializer, name: str):
 
 
 def zeros() -> CarryStrategy:
-  """The usual zero carry; no parameters; `rng` may be None."""
+  """The usual zero carry; no parameters; `rng` may be None.
+
+  Example:
+    >>> import jax, initstate
+    >>> cell = initstate.lstm(4)
+    >>> strategy = initstate.zeros()
+    >>> params = strategy.init(None, cell.carry_template)   # nothing to train
+    >>> carry = strategy.init_carry(params, None, 2, train=True)
+    >>> carry.h.shape, float(abs(carry.c).sum())
+    ((2, 4), 0.0)
+  """
 
   def init(rng: PRNGKey | None, template: Carry) -> Params:
     del rng
@@ -143,12 +183,24 @@ def learned(initial_value: float | Initializer = 0.0) -> CarryStrategy:
 
   Args:
     initial_value: a constant (zeros by default) or an initializer `(key, shape, dtype)`.
+
+  Example:
+    >>> import jax, initstate
+    >>> cell = initstate.lstm(4)
+    >>> strategy = initstate.learned(0.5)
+    >>> params = strategy.init(None, cell.carry_template)   # LSTMCarry(h [4], c [4])
+    >>> carry = strategy.init_carry(params, None, 3, train=True)   # broadcast over B = 3
+    >>> carry.h.shape, float(carry.h[0, 0])
+    ((3, 4), 0.5)
+    >>> grad = jax.grad(lambda p: strategy.init_carry(p, None, 3, train=True).h.sum())(params)
+    >>> grad.h.tolist()   # trained by back-propagation, like a bias
+    [3.0, 3.0, 3.0, 3.0]
   """
 
   def init_carry(params: Params, rng: PRNGKey | None, batch: Batch, *, train: bool) -> Carry:
     del rng
     _check_train(train)
-    return _broadcast(params, normalize_batch(batch))
+    return _broadcast(_learned_params(params, 'learned'), normalize_batch(batch))
 
   return CarryStrategy(_learned_init(initial_value, 'learned'), init_carry, needs_rng=False)
 
@@ -186,13 +238,23 @@ def noisy_learned(stddev: float, initial_value: float | Initializer = 0.0) -> Ca
   Args:
     stddev: the noise's standard deviation (>= 0; 0 gives exactly `learned`).
     initial_value: the learned carry's initial value, as in `learned`.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, initstate
+    >>> cell = initstate.gru(4)
+    >>> strategy = initstate.noisy_learned(0.1)
+    >>> params = strategy.init(None, cell.carry_template)
+    >>> noisy = strategy.init_carry(params, jax.random.key(0), 2, train=True)
+    >>> clean = strategy.init_carry(params, None, 2, train=False)   # no key needed
+    >>> bool(jnp.any(noisy != 0)), bool(jnp.all(clean[0] == params))
+    (True, True)
   """
   _check_stddev(stddev)
 
   def init_carry(params: Params, rng: PRNGKey | None, batch: Batch, *, train: bool) -> Carry:
     _check_train(train)
     batch = normalize_batch(batch)
-    carry = _broadcast(params, batch)
+    carry = _broadcast(_learned_params(params, 'noisy_learned'), batch)
     if not train:
       return carry
     _need_rng(rng, 'noisy_learned')

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from initstate._src import checks
 from initstate._src import cleaning as cleaning_lib
 from initstate._src import strategies as strategies_lib
 from initstate._src.types import Array, Carry, Params, PRNGKey
@@ -50,6 +51,8 @@ class TrainState(NamedTuple):
   def create(cls, params: Params, optimizer: optax.GradientTransformation, rng: PRNGKey,
              carry_state: Any = ()) -> 'TrainState':
     """A fresh state; pass `cleaning.init_buffer(template)` as `carry_state` for cleaning."""
+    _check_optimizer(optimizer)
+    checks.prng_key(rng, 'rng')
     return cls(params, optimizer.init(params), jnp.zeros((), jnp.int32), rng, carry_state)
 
 
@@ -62,6 +65,8 @@ def example_keys(rng: PRNGKey, batch_size: int, *, axis_name: Any = None) -> Arr
     axis_name: under `pmap` / `shard_map`, the data axis: this device's examples are the
       `axis_index`-th block of the global batch.
   """
+  checks.prng_key(rng, 'rng')
+  batch_size = checks.positive_int(batch_size, 'batch_size')
   offset = 0 if axis_name is None else jax.lax.axis_index(axis_name) * batch_size
   return jax.vmap(lambda i: jax.random.fold_in(rng, i))(offset + jnp.arange(batch_size))
 
@@ -73,7 +78,22 @@ def per_example_carry(strategy: strategies_lib.CarryStrategy, params: Params, ke
   Example b's carry depends only on `keys[b]`, not on the batch it sits in (unlike
   `strategy.init_carry(params, rng, B, ...)`, whose draw depends on B).
   """
+  if not isinstance(strategy, strategies_lib.CarryStrategy):
+    raise TypeError(f'`strategy` must be a CarryStrategy, got {type(strategy).__name__} (for '
+                    'cleaning noise, use `cleaning.with_buffer(buffer)`).')
+  dtype = getattr(keys, 'dtype', None)
+  typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+  if not ((typed and jnp.ndim(keys) == 1) or (
+      dtype == jnp.uint32 and jnp.ndim(keys) == 2 and jnp.shape(keys)[1] == 2)):
+    raise TypeError('`keys` must hold one PRNG key per example, [B] (from `example_keys`), '
+                    f'got {type(keys).__name__} {dtype} of shape {jnp.shape(keys)}.')
   return jax.vmap(lambda k: strategy.init_carry(params, k, (), train=train))(keys)
+
+
+def _check_optimizer(optimizer: Any) -> None:
+  if not (hasattr(optimizer, 'init') and hasattr(optimizer, 'update')):
+    raise TypeError('`optimizer` must be an optax GradientTransformation (with init and '
+                    f'update), got {type(optimizer).__name__}.')
 
 
 def _batch_size(batch: Any) -> int:
@@ -113,9 +133,32 @@ def train_step(
 
   Returns:
     The step function; wrap it in `jax.jit` or `jax.pmap(..., axis_name=axis_name)`.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax, initstate
+    >>> def loss_fn(params, batch, rng):
+    ...   del rng                                      # no noise in this loss
+    ...   return jnp.mean((batch['x'] @ params['w'] - batch['y']) ** 2)
+    >>> optimizer = optax.sgd(0.5)
+    >>> state = initstate.TrainState.create({'w': jnp.zeros((2,))}, optimizer,
+    ...                                     jax.random.key(0))
+    >>> step = jax.jit(initstate.train_step(loss_fn, optimizer))
+    >>> batch = {'x': jnp.eye(2), 'y': jnp.array([1.0, -1.0])}
+    >>> for _ in range(50):
+    ...   state, loss = step(state, batch)
+    >>> int(state.step), [round(float(w), 3) for w in state.params['w']]
+    (50, [1.0, -1.0])
   """
+  checks.callable_(loss_fn, 'loss_fn', '(params, batch, rng[, initial_carry]) -> scalar')
+  _check_optimizer(optimizer)
+  if cleaning is not None and not isinstance(cleaning, cleaning_lib.CleaningNoise):
+    raise TypeError(f'`cleaning` must be a CleaningNoise (from `cleaning_noise`) or None, got '
+                    f'{type(cleaning).__name__}.')
 
   def step(state: TrainState, batch: Any) -> tuple[TrainState, Array]:
+    if not isinstance(state, TrainState):
+      raise TypeError(f'`state` must be a TrainState (TrainState.create(params, optimizer, '
+                      f'rng)), got {type(state).__name__}.')
     batch_size = _batch_size(batch)
     rng, step_rng = jax.random.split(state.rng)
     carry_state = state.carry_state
@@ -167,6 +210,9 @@ def shard_batch(batch: Any, mesh: jax.sharding.Mesh, axis: str = 'data') -> Any:
 
   Raises a clear error when the global batch is not a multiple of the axis size.
   """
+  if axis not in mesh.shape:
+    raise ValueError(f'`axis` {axis!r} is not an axis of the mesh; its axes are '
+                     f'{tuple(mesh.shape)}.')
   size = mesh.shape[axis]
   b = _batch_size(batch) * jax.process_count()
   if b % size:
@@ -192,6 +238,7 @@ def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
 
 def split_for_pmap(batch: Any, num_devices: int) -> Any:
   """Reshapes batch leaves [B, ...] to [num_devices, B / num_devices, ...] for `jax.pmap`."""
+  num_devices = checks.positive_int(num_devices, 'num_devices')
   b = _batch_size(batch)
   if b % num_devices:
     raise ValueError(f'the batch size {b} must be a multiple of the {num_devices} devices; '
@@ -202,4 +249,5 @@ def split_for_pmap(batch: Any, num_devices: int) -> Any:
 
 def replicate_for_pmap(tree: Any, num_devices: int) -> Any:
   """Stacks `num_devices` copies of `tree` (e.g. a `TrainState`) for `jax.pmap`: [N, ...]."""
+  num_devices = checks.positive_int(num_devices, 'num_devices')
   return jax.tree.map(lambda x: jnp.broadcast_to(x, (num_devices,) + jnp.shape(x)), tree)
