@@ -1,0 +1,174 @@
+"""Sphinx configuration of the initstate documentation.
+
+Build (what tests/docs_test.py runs, warnings are errors):
+
+  sphinx-build -W --keep-going -b html docs docs/_build/html
+"""
+
+import dataclasses
+import os
+import re
+import sys
+
+from docutils import nodes
+from sphinx import addnodes
+from sphinx.util import logging
+
+logger = logging.getLogger(__name__)
+
+# The package is importable from the checkout without installing it.
+sys.path.insert(0, os.path.abspath('..'))
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+
+import initstate  # pylint: disable=g-import-not-at-top,wrong-import-position
+import initstate.nn  # pylint: disable=g-import-not-at-top,wrong-import-position
+import initstate.tasks  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+project = 'initstate'
+author = 'initstate contributors'
+copyright = 'initstate contributors'  # pylint: disable=redefined-builtin
+release = initstate.__version__
+version = release
+
+extensions = [
+    'myst_parser',
+    'sphinx.ext.autodoc',
+    'sphinx.ext.napoleon',
+]
+
+source_suffix = {'.rst': 'restructuredtext', '.md': 'markdown'}
+exclude_patterns = ['_build', '.gitignore']
+root_doc = 'index'
+
+# ---- Strictness: every reference must resolve (build with -W). ----
+nitpicky = True
+# There is no network at build time (CI reaches package registries only), so no intersphinx
+# inventories of Python, NumPy, JAX, Flax or optax: references to their types in signatures
+# cannot resolve. Each entry below is one such external type as it appears in our type hints;
+# a reference to anything of initstate's that fails to resolve is still an error.
+nitpick_ignore = [
+    # jax.Array, under its runtime name: the `Array` and `PRNGKey` hints (initstate._src.types).
+    ('py:class', 'jax.jaxlib._jax.Array'),
+    # optax.GradientTransformation, under its runtime name: `train_step`'s `optimizer`.
+    ('py:class', 'optax._src.base.GradientTransformation'),
+    # flax.linen.RNNCellBase, under its runtime name: `from_flax`'s `module`.
+    ('py:class', 'flax.linen.recurrent.RNNCellBase'),
+    # Standard library types in hints (cell and step functions, hidden sizes, checkpoint paths).
+    ('py:class', 'collections.abc.Callable'),
+    ('py:class', 'collections.abc.Sequence'),
+    ('py:class', 'os.PathLike'),
+    ('py:class', 'pathlib.Path'),
+]
+
+# ---- autodoc / napoleon (Google style docstrings). ----
+autodoc_member_order = 'bysource'
+autodoc_typehints = 'description'
+autodoc_typehints_description_target = 'documented_params'
+autodoc_typehints_format = 'short'
+autodoc_preserve_defaults = True
+autodoc_inherit_docstrings = False
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+napoleon_use_rtype = False
+# NamedTuple fields are documented in each class's `Attributes:` section, shapes included; their
+# annotations are mostly the `Any` aliases Carry / Params, so they are not repeated as types.
+napoleon_attr_annotations = False
+add_function_parentheses = False
+python_maximum_signature_line_length = 88
+python_display_short_literal_types = True
+
+# ---- Inline code. ----
+# The docstrings write code in single backticks, Markdown style. The default role `code_or_ref`
+# (defined below) renders it as inline code and links it when it names a documented object
+# (`scan_rnn`, `initstate.learned`, `ScanOutput`); anything else (`train=True`,
+# `jax.lax.scan`) stays plain inline code and is not a reference, so it cannot warn.
+default_role = 'code_or_ref'
+
+# ---- HTML. ----
+html_theme = 'furo'
+html_title = f'initstate {release}'
+html_static_path = []
+myst_heading_anchors = 3
+
+# The public API: short names that docstrings use for initstate objects, to their full names.
+_PUBLIC = {}
+for _module in (initstate, initstate.nn, initstate.tasks):
+  for _name in _module.__all__:
+    _PUBLIC.setdefault(_name, f'{_module.__name__}.{_name}')
+    _PUBLIC[f'{_module.__name__}.{_name}'] = f'{_module.__name__}.{_name}'
+    _obj = getattr(_module, _name)
+    _src = getattr(_obj, '__module__', None)
+    if _src and _src.startswith('initstate._src.'):
+      # Type hints name objects by their defining module (initstate._src.scan.ScanOutput);
+      # they are documented under their public name.
+      _PUBLIC[f'{_src}.{_name}'] = f'{_module.__name__}.{_name}'
+
+_IDENTIFIER = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*(\(\))?$')
+
+
+def code_or_ref_role(name, rawtext, text, lineno, inliner, options=None, content=None):
+  """Inline code that links to a documented object when the text names one."""
+  del name, lineno, options, content
+  text = nodes.unescape(text)
+  literal = nodes.literal(rawtext, text, classes=['code'])
+  if not _IDENTIFIER.match(text):
+    return [literal], []
+  target = text[:-2] if text.endswith('()') else text
+  env = inliner.document.settings.env
+  ref = addnodes.pending_xref(rawtext, refdomain='py', reftype='obj', reftarget=target,
+                              refexplicit=False, refwarn=False, refdoc=env.docname)
+  # The module and class being documented, so that `zeros` in CarrySpec's docstring finds
+  # CarrySpec.zeros first, as Sphinx's own roles do.
+  ref['py:module'] = env.ref_context.get('py:module')
+  ref['py:class'] = env.ref_context.get('py:class')
+  ref['initstate_soft'] = True
+  ref += literal
+  return [ref], []
+
+
+def _resolve(app, env, node, contnode):
+  """`missing-reference`: public objects by their defining module; soft references."""
+  target = node.get('reftarget')
+  if node.get('refdomain') == 'py' and target in _PUBLIC:
+    full = _PUBLIC[target]
+    if full != target:
+      py = env.domains['py']
+      resolved = py.resolve_xref(env, node['refdoc'], app.builder, 'obj', full, node, contnode)
+      if resolved is not None:
+        return resolved
+  if node.get('initstate_soft'):
+    return contnode  # Not a documented object: plain inline code, as written.
+  return None
+
+
+# ---- The Flax layer's signature. ----
+# `initstate.nn.RNN` is a dataclass: its generated signature would show the default strategy
+# as a tuple of function reprs and Flax's internal `parent` / `name` fields. Its signature is
+# built here from the dataclass fields instead, so that it follows the code.
+_READABLE_DEFAULTS = {'carry': 'initstate.zeros()'}
+
+
+def _rnn_signature(app, what, name, obj, options, signature, return_annotation):
+  del app, what, options
+  if name != 'initstate.nn.RNN':
+    return None
+  params = []
+  for field in dataclasses.fields(obj):
+    if field.name in ('parent', 'name'):
+      continue
+    if field.default is dataclasses.MISSING:
+      params.append(field.name)
+      continue
+    default = _READABLE_DEFAULTS.get(field.name, repr(field.default))
+    if '<' in default:
+      logger.warning('conf.py: the default of initstate.nn.RNN.%s has no readable repr; '
+                     'add it to _READABLE_DEFAULTS.', field.name)
+    params.append(f'{field.name}={default}')
+  return f'({", ".join(params)})', return_annotation
+
+
+def setup(app):
+  app.add_role('code_or_ref', code_or_ref_role)
+  app.connect('missing-reference', _resolve)
+  app.connect('autodoc-process-signature', _rnn_signature)
+  return {'parallel_read_safe': True, 'parallel_write_safe': True}
