@@ -9,6 +9,7 @@ sequence generation (`teacher_forcing`, `decode`). Flax modules are in
 """
 
 from initstate import nn
+from initstate import tasks
 from initstate._src.cells import as_cell
 from initstate._src.checkpoints import restore_checkpoint
 from initstate._src.checkpoints import save_checkpoint
@@ -100,6 +101,7 @@ __all__ = (
     'LSTMCarry',
     'masked_mean',
     'nn',
+    'tasks',
     'noisy',
     'noisy_learned',
     'per_example_carry',

@@ -358,11 +358,11 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def plot(rows: list[dict[str, Any]], path: pathlib.Path) -> None:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  # Figures without pyplot: no backend switch, so a notebook's inline plots stay on.
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
 
-  fig, ax = plt.subplots(figsize=(7, 4.5))
+  fig = Figure(figsize=(7, 4.5))
+  ax = fig.subplots()
   for i, variant in enumerate(dict.fromkeys(r['variant'] for r in rows)):
     rs = sorted((r for r in rows if r['variant'] == variant), key=lambda r: r['burn_in'])
     ax.plot([r['burn_in'] for r in rs], [r['test'] for r in rs], marker='o',
@@ -375,7 +375,6 @@ def plot(rows: list[dict[str, Any]], path: pathlib.Path) -> None:
   ax.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=120)
-  plt.close(fig)
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:

@@ -504,12 +504,12 @@ def _format_report(config: Config, metrics, raw, val_bayes: float) -> str:
 
 
 def _plot(config, metrics, raw, eval_steps, val_bayes, val_data, out_dir):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  # Figures without pyplot: no backend switch, so a notebook's inline plots stay on.
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
 
   styles = ['-', '--', ':', '-.']  # Overlapping curves (zeros vs noisy(0.01)) stay visible.
-  fig, ax = plt.subplots(figsize=(7, 4.5))
+  fig = Figure(figsize=(7, 4.5))
+  ax = fig.subplots()
   for i, name in enumerate(metrics):
     curve = raw[name]['val_curve'] - val_bayes
     mean, std = curve.mean(0), curve.std(0)
@@ -522,10 +522,10 @@ def _plot(config, metrics, raw, eval_steps, val_bayes, val_data, out_dir):
   ax.legend()
   fig.tight_layout()
   fig.savefig(out_dir / 'validation_curves.png', dpi=120)
-  plt.close(fig)
 
   positions = np.arange(1, int(val_data['position'].max()) + 1)
-  fig, ax = plt.subplots(figsize=(7, 4.5))
+  fig = Figure(figsize=(7, 4.5))
+  ax = fig.subplots()
   for i, name in enumerate(metrics):
     per_seed = np.array([[excess_by_position(
         raw[name]['per_step'][s], {k: v[s] for k, v in val_data.items()}, positions)[p]
@@ -539,7 +539,6 @@ def _plot(config, metrics, raw, eval_steps, val_bayes, val_data, out_dir):
   ax.legend()
   fig.tight_layout()
   fig.savefig(out_dir / 'excess_by_position.png', dpi=120)
-  plt.close(fig)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
