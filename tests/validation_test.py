@@ -28,6 +28,8 @@ import initstate
 from initstate import tasks
 
 DOCS_TABLE = pathlib.Path(__file__).resolve().parents[1] / 'docs' / 'input_checks.md'
+# Checkpoint cases write here; removed when the test process exits.
+TMP = tempfile.TemporaryDirectory()
 
 KEY = jax.random.key(0)
 B, T, D, H = 2, 5, 3, 4
@@ -114,8 +116,8 @@ CASES = (
          'one Dense (with kernel) per gate', ValueError,
          lambda: initstate.lstm_params_from_flax({'ii': {}})),
     Case('lstm_params_to_flax, gru_params_to_flax, elman_params_to_flax', 'params',
-         'the keys and w_i [D, G*H], w_h [H, G*H], biases [G*H]', ValueError,
-         lambda: initstate.gru_params_to_flax(LSTM_PARAMS)),
+         'w_i [D, G*H], w_h [H, G*H], biases [G*H]', ValueError,
+         lambda: initstate.lstm_params_to_flax({**LSTM_PARAMS, 'b': jnp.zeros(3)})),
     Case('lstm_params_from_torch, gru_params_from_torch', 'weight_ih',
          'weight_ih [G*H, D], weight_hh [G*H, H], biases [G*H]', ValueError,
          lambda: initstate.lstm_params_from_torch(np.ones((12, D)), np.ones((12, 4)),
@@ -329,14 +331,14 @@ CASES = (
          lambda: initstate.replicate_for_pmap(STATE, 0)),
     # ---- Checkpoints. ----
     Case('save_checkpoint', 'state', 'a pytree of arrays', TypeError,
-         lambda: initstate.save_checkpoint(tempfile.mkdtemp() + '/ck', {'f': print})),
+         lambda: initstate.save_checkpoint(tempfile.mkdtemp(dir=TMP.name) + '/ck', {'f': print})),
     Case('save_checkpoint', 'directory', 'does not exist yet', FileExistsError,
-         lambda: initstate.save_checkpoint(tempfile.mkdtemp(), STATE), 'already exists'),
+         lambda: initstate.save_checkpoint(tempfile.mkdtemp(dir=TMP.name), STATE), 'already exists'),
     Case('restore_checkpoint', 'directory', 'an initstate checkpoint', FileNotFoundError,
-         lambda: initstate.restore_checkpoint(tempfile.mkdtemp(), STATE), 'not an initstate'),
+         lambda: initstate.restore_checkpoint(tempfile.mkdtemp(dir=TMP.name), STATE), 'not an initstate'),
     Case('restore_checkpoint', 'like', 'the checkpoint\'s tree, shapes and dtypes', ValueError,
          lambda: initstate.restore_checkpoint(
-             initstate.save_checkpoint(tempfile.mkdtemp() + '/ck', STATE),
+             initstate.save_checkpoint(tempfile.mkdtemp(dir=TMP.name) + '/ck', STATE),
              initstate.TrainState.create({'w': jnp.ones(3)}, optax.adam(1e-3), KEY)),
          'different configuration'),
     # ---- Tasks. ----

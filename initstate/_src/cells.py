@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from initstate._src import checks
 from initstate._src.fused import FUSED_ATTR
 from initstate._src.types import Array, Carry, Params, PRNGKey
 
@@ -91,17 +92,6 @@ class RecurrentCell(NamedTuple):
   output_size: int
 
 
-def _is_positive_int(n: Any) -> bool:
-  return isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1
-
-
-def _check_sizes(hidden_size: int, input_size: int | None = None) -> None:
-  if not _is_positive_int(hidden_size):
-    raise ValueError(f'`hidden_size` must be a positive int, got {hidden_size!r}.')
-  if input_size is not None and not _is_positive_int(input_size):
-    raise ValueError(f'`input_size` must be a positive int, got {input_size!r}.')
-
-
 def _check_input(x: Array, w_i: Array, name: str) -> None:
   if not hasattr(x, 'shape') or jnp.ndim(x) < 1:
     raise ValueError(f'{name}: input `x` must be an array [*B, D], got {type(x).__name__} '
@@ -110,19 +100,6 @@ def _check_input(x: Array, w_i: Array, name: str) -> None:
     raise ValueError(
         f'{name}: input `x` has shape {x.shape}, but the cell was initialised for '
         f'{w_i.shape[0]} input features (last axis).')
-
-
-def _check_params(params: Any, name: str, keys: tuple[str, ...], hidden_size: int,
-                  gates: int) -> None:
-  """`params` must be this cell's own: its keys, and `w_h` [H, gates * H] for this H."""
-  if not isinstance(params, Mapping) or not set(keys) <= set(params):
-    got = sorted(params) if isinstance(params, Mapping) else type(params).__name__
-    raise TypeError(f"{name}: `params` must be the dict from this cell's `init`, with keys "
-                    f'{list(keys)}; got {got}.')
-  expected = (hidden_size, gates * hidden_size)
-  if jnp.shape(params['w_h']) != expected:
-    raise ValueError(f"{name}: `params['w_h']` has shape {jnp.shape(params['w_h'])}, but this "
-                     f'cell has H = {hidden_size} units: expected [H, {gates}H] = {expected}.')
 
 
 def _check_carry_leaf(leaf: Any, x: Array, hidden_size: int, name: str, what: str) -> None:
@@ -189,10 +166,10 @@ def lstm(
     >>> y.shape
     (2, 8)
   """
-  _check_sizes(hidden_size)
+  checks.positive_int(hidden_size, 'hidden_size')
 
   def init(key: PRNGKey, input_size: int) -> Params:
-    _check_sizes(hidden_size, input_size)
+    checks.positive_int(input_size, 'input_size')
     keys = jax.random.split(key, 8)
     w_i = jnp.concatenate([_draw(kernel_init, k, (input_size, hidden_size), param_dtype)
                            for k in keys[:4]], axis=1)
@@ -203,7 +180,7 @@ def lstm(
     return {'w_i': w_i, 'w_h': w_h, 'b': b}
 
   def apply(params: Params, carry: LSTMCarry, x: Array) -> tuple[LSTMCarry, Array]:
-    _check_params(params, 'lstm', ('w_i', 'w_h', 'b'), hidden_size, 4)
+    _check_params(params, 'lstm', ('w_i', 'w_h', 'b'), 4, hidden_size)
     _check_input(x, params['w_i'], 'lstm')
     if not isinstance(carry, LSTMCarry):
       got = (f'an array of shape {carry.shape}' if hasattr(carry, 'shape')
@@ -232,10 +209,10 @@ def gru(
     param_dtype: Any = jnp.float32,
 ) -> RecurrentCell:
   """A GRU cell (PyTorch / Flax equations, gates (r, z, n)); carry `h` [..., H]; biases zero."""
-  _check_sizes(hidden_size)
+  checks.positive_int(hidden_size, 'hidden_size')
 
   def init(key: PRNGKey, input_size: int) -> Params:
-    _check_sizes(hidden_size, input_size)
+    checks.positive_int(input_size, 'input_size')
     keys = jax.random.split(key, 6)
     w_i = jnp.concatenate([_draw(kernel_init, k, (input_size, hidden_size), param_dtype)
                            for k in keys[:3]], axis=1)
@@ -245,7 +222,7 @@ def gru(
     return {'w_i': w_i, 'w_h': w_h, 'b_i': zeros, 'b_h': zeros}
 
   def apply(params: Params, carry: Array, x: Array) -> tuple[Array, Array]:
-    _check_params(params, 'gru', ('w_i', 'w_h', 'b_i', 'b_h'), hidden_size, 3)
+    _check_params(params, 'gru', ('w_i', 'w_h', 'b_i', 'b_h'), 3, hidden_size)
     _check_input(x, params['w_i'], 'gru')
     _check_carry_leaf(carry, x, hidden_size, 'gru', '`carry`')
     xi = _bias_add(x @ params['w_i'], params['b_i'])
@@ -270,10 +247,10 @@ def elman(
     param_dtype: Any = jnp.float32,
 ) -> RecurrentCell:
   """An Elman (simple tanh) cell: h' = tanh(x w_i + h w_h + b); carry `h` [..., H]."""
-  _check_sizes(hidden_size)
+  checks.positive_int(hidden_size, 'hidden_size')
 
   def init(key: PRNGKey, input_size: int) -> Params:
-    _check_sizes(hidden_size, input_size)
+    checks.positive_int(input_size, 'input_size')
     k_i, k_h = jax.random.split(key)
     return {
         'w_i': _draw(kernel_init, k_i, (input_size, hidden_size), param_dtype),
@@ -282,7 +259,7 @@ def elman(
     }
 
   def apply(params: Params, carry: Array, x: Array) -> tuple[Array, Array]:
-    _check_params(params, 'elman', ('w_i', 'w_h', 'b'), hidden_size, 1)
+    _check_params(params, 'elman', ('w_i', 'w_h', 'b'), 1, hidden_size)
     _check_input(x, params['w_i'], 'elman')
     _check_carry_leaf(carry, x, hidden_size, 'elman', '`carry`')
     new_h = jnp.tanh(_bias_add(x @ params['w_i'] + carry @ params['w_h'], params['b']))
@@ -386,13 +363,20 @@ def _require(p: Any, fn: str, keys: Sequence[str], what: str) -> None:
                      f'got keys {got}.')
 
 
-def _check_ours(params: Any, fn: str, keys: tuple[str, ...], gates: int) -> None:
-  """`params` of our cell: the keys, and w_i [D, G*H], w_h [H, G*H], biases [G*H]."""
+def _check_params(params: Any, fn: str, keys: tuple[str, ...], gates: int,
+                  hidden_size: int | None = None) -> None:
+  """`params` of our cell: the keys, and w_i [D, G*H], w_h [H, G*H], biases [G*H] (with H =
+  `hidden_size` if given)."""
   if not isinstance(params, Mapping) or not set(keys) <= set(params):
     got = sorted(params) if isinstance(params, Mapping) else type(params).__name__
-    raise ValueError(f'{fn}: `params` must have the keys {list(keys)}, got {got}.')
+    raise TypeError(f'{fn}: `params` must be the dict of the cell\'s `init`, with keys '
+                    f'{list(keys)}; got {got}.')
   shapes = {k: tuple(jnp.shape(params[k])) for k in keys}
   w_i, w_h = shapes['w_i'], shapes['w_h']
+  if hidden_size is not None and w_h != (hidden_size, gates * hidden_size):
+    raise ValueError(f"{fn}: `params['w_h']` has shape {w_h}, but this cell has "
+                     f'H = {hidden_size} units: expected [H, {gates}H] = '
+                     f'{(hidden_size, gates * hidden_size)}.')
   ok = (len(w_h) == 2 and w_h[1] == gates * w_h[0] and len(w_i) == 2 and w_i[1] == w_h[1]
         and all(shapes[k] == (w_h[1],) for k in keys if k.startswith('b')))
   if not ok:
@@ -425,7 +409,7 @@ def lstm_params_from_flax(flax_params: Params) -> Params:
 
 def lstm_params_to_flax(params: Params) -> Params:
   """Params of `lstm` -> params of Flax `LSTMCell` / `OptimizedLSTMCell`."""
-  _check_ours(params, 'lstm_params_to_flax', ('w_i', 'w_h', 'b'), 4)
+  _check_params(params, 'lstm_params_to_flax', ('w_i', 'w_h', 'b'), 4)
   w_i = jnp.split(params['w_i'], 4, axis=1)
   w_h = jnp.split(params['w_h'], 4, axis=1)
   b = jnp.split(params['b'], 4)
@@ -456,7 +440,7 @@ def gru_params_to_flax(params: Params) -> Params:
   Flax has no hidden bias for the r and z gates; ours are folded into Flax's input biases
   `ir`, `iz` (both add up inside the sigmoid), so the Flax cell computes the same function.
   """
-  _check_ours(params, 'gru_params_to_flax', ('w_i', 'w_h', 'b_i', 'b_h'), 3)
+  _check_params(params, 'gru_params_to_flax', ('w_i', 'w_h', 'b_i', 'b_h'), 3)
   b_hr, b_hz, b_hn = jnp.split(params['b_h'], 3)
   w_i = jnp.split(params['w_i'], 3, axis=1)
   w_h = jnp.split(params['w_h'], 3, axis=1)
@@ -481,7 +465,7 @@ def elman_params_from_flax(flax_params: Params) -> Params:
 
 def elman_params_to_flax(params: Params) -> Params:
   """Params of `elman` -> params of Flax `SimpleCell`."""
-  _check_ours(params, 'elman_params_to_flax', ('w_i', 'w_h', 'b'), 1)
+  _check_params(params, 'elman_params_to_flax', ('w_i', 'w_h', 'b'), 1)
   return {'i': {'kernel': params['w_i'], 'bias': params['b']}, 'h': {'kernel': params['w_h']}}
 
 

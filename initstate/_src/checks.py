@@ -35,33 +35,46 @@ def callable_(value: Any, name: str, signature: str) -> None:
     raise TypeError(f'`{name}` must be a callable {signature}, got {type(value).__name__}.')
 
 
+def is_finite_real(value: Any) -> bool:
+  """A finite real number (Python or NumPy scalar, or a 0-d array); not a bool or a string."""
+  if isinstance(value, (bool, np.bool_, str)):
+    return False
+  try:
+    return np.ndim(value) == 0 and bool(np.isreal(value)) and bool(np.isfinite(value))
+  except TypeError:
+    return False
+
+
 def non_negative_scalar(value: Any, name: str) -> None:
   """A finite real scalar >= 0 (a traced scalar passes: its value cannot be checked)."""
   if isinstance(value, jax.core.Tracer):
     if jnp.ndim(value) != 0:
       raise ValueError(f'`{name}` must be a scalar, got shape {jnp.shape(value)}.')
     return
-  try:
-    ok = np.ndim(value) == 0 and bool(np.isfinite(value)) and value >= 0
-  except TypeError:
-    ok = False
-  if not ok or isinstance(value, (bool, np.bool_, str)):
+  if not is_finite_real(value) or value < 0:
     raise ValueError(f'`{name}` must be a finite non-negative scalar, got {value!r}.')
 
 
-def prng_key(rng: Any, name: str = 'rng') -> None:
-  """One PRNG key: a typed key (`jax.random.key(seed)`, shape ()) or a raw uint32 [2] key."""
+def prng_key(rng: Any, name: str = 'rng', batch_dims: int = 0) -> None:
+  """PRNG keys: typed (`jax.random.key(seed)`) or raw uint32 (`jax.random.PRNGKey(seed)`).
+
+  With `batch_dims=0` one key (typed shape (), raw [2]); with `batch_dims=1` one key per
+  example (typed [B], raw [B, 2]).
+  """
   dtype = getattr(rng, 'dtype', None)
-  shape = getattr(rng, 'shape', None)
-  if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
-    if shape != ():
-      raise ValueError(f'`{name}` must be one PRNG key (shape ()), got a key array of shape '
-                       f'{shape}; split or index it first.')
+  shape = tuple(getattr(rng, 'shape', ()))
+  typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+  if typed and len(shape) == batch_dims:
     return
-  if dtype is not None and dtype == jnp.uint32 and shape == (2,):
-    return  # A raw key from jax.random.PRNGKey(seed).
+  if dtype == jnp.uint32 and len(shape) == batch_dims + 1 and shape[-1] == 2:
+    return
   what = type(rng).__name__ if dtype is None else f'{type(rng).__name__} {dtype}{list(shape)}'
-  raise TypeError(f'`{name}` must be a PRNG key such as jax.random.key(seed), got {what}.')
+  if batch_dims == 0:
+    hint = ('; split or index it first' if typed else '')
+    raise TypeError(f'`{name}` must be one PRNG key such as jax.random.key(seed), got '
+                    f'{what}{hint}.')
+  raise TypeError(f'`{name}` must hold one PRNG key per example ({batch_dims} batch dim), got '
+                  f'{what}.')
 
 
 def optional_prng_key(rng: Any, name: str = 'rng') -> None:

@@ -70,12 +70,6 @@ def _check_squash(squash: Any) -> None:
     raise TypeError(f'`squash` must be a callable or None, got {type(squash).__name__}.')
 
 
-def _check_size(value: Any, name: str) -> int:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-    raise ValueError(f'`{name}` must be a positive int, got {value!r}.')
-  return int(value)
-
-
 def _dense_init(rng: PRNGKey, fan_in: int, unit: tuple[int, ...], dtype: Any) -> Dense:
   kernel = _kernel_init(rng, (fan_in, int(np.prod(unit, dtype=int))), dtype)
   return Dense(jnp.reshape(kernel, (fan_in,) + unit), jnp.zeros(unit, dtype))
@@ -141,13 +135,13 @@ def from_context(
     >>> jax.tree.map(jnp.shape, carry)                    # every layer, h and c
     (LSTMCarry(h=(3, 8), c=(3, 8)), LSTMCarry(h=(3, 8), c=(3, 8)))
   """
-  hidden_sizes = tuple(_check_size(h, 'hidden_sizes') for h in hidden_sizes)
+  hidden_sizes = tuple(checks.positive_int(h, 'hidden_sizes') for h in hidden_sizes)
   _check_squash(squash)
 
   def init(rng: PRNGKey, context_size: int, template: Carry) -> Params:
     """Params {'hidden': [Dense], 'heads': carry-shaped tree of Dense}."""
     checks.prng_key(rng, 'rng')
-    context_size = _check_size(context_size, 'context_size')
+    context_size = checks.positive_int(context_size, 'context_size')
     dtype = strategies_lib.CarrySpec.from_template(template).dtypes[0]
     k_hidden, k_heads = jax.random.split(rng)
     sizes = (context_size,) + hidden_sizes
@@ -282,7 +276,7 @@ def latent(latent_size: int, *, squash: Squash = jnp.tanh) -> strategies_lib.Car
     latent_size: Z, the latent dimension.
     squash: applied to every produced leaf (default tanh); None for linear.
   """
-  latent_size = _check_size(latent_size, 'latent_size')
+  latent_size = checks.positive_int(latent_size, 'latent_size')
   _check_squash(squash)
 
   def init(rng: PRNGKey | None, template: Carry) -> Params:

@@ -5,7 +5,6 @@ import numpy as np
 import optax
 
 from initstate._src import checks
-
 from initstate._src.types import Array
 
 

@@ -88,10 +88,6 @@ def _check_train(train: Any) -> None:
     raise TypeError(f'`train` must be a Python bool (static), got {type(train).__name__}.')
 
 
-def _check_stddev(stddev: Any) -> None:
-  checks.non_negative_scalar(stddev, 'stddev')
-
-
 def _need_rng(rng: PRNGKey | None, name: str) -> None:
   if rng is None:
     raise ValueError(f'`{name}` draws noise when train=True and needs a PRNG key: pass `rng` '
@@ -117,13 +113,7 @@ def _learned_params(params: Params, name: str) -> Params:
 
 
 def _check_initial_value(initial_value: Any, name: str) -> None:
-  if callable(initial_value):
-    return
-  try:
-    ok = np.ndim(initial_value) == 0 and np.isfinite(initial_value)
-  except TypeError:
-    ok = False
-  if not ok or isinstance(initial_value, (bool, str)):
+  if not callable(initial_value) and not checks.is_finite_real(initial_value):
     raise ValueError(f'`{name}`: `initial_value` must be a finite number or an initializer '
                      f'(key, shape, dtype) -> array, got {initial_value!r}.')
 
@@ -214,7 +204,7 @@ def noisy(stddev: float) -> CarryStrategy:
   Args:
     stddev: the noise's standard deviation (>= 0; 0 gives exactly `zeros`).
   """
-  _check_stddev(stddev)
+  checks.non_negative_scalar(stddev, 'stddev')
 
   def init(rng: PRNGKey | None, template: Carry) -> Params:
     del rng
@@ -249,7 +239,7 @@ def noisy_learned(stddev: float, initial_value: float | Initializer = 0.0) -> Ca
     >>> bool(jnp.any(noisy != 0)), bool(jnp.all(clean[0] == params))
     (True, True)
   """
-  _check_stddev(stddev)
+  checks.non_negative_scalar(stddev, 'stddev')
 
   def init_carry(params: Params, rng: PRNGKey | None, batch: Batch, *, train: bool) -> Carry:
     _check_train(train)

@@ -81,12 +81,7 @@ def per_example_carry(strategy: strategies_lib.CarryStrategy, params: Params, ke
   if not isinstance(strategy, strategies_lib.CarryStrategy):
     raise TypeError(f'`strategy` must be a CarryStrategy, got {type(strategy).__name__} (for '
                     'cleaning noise, use `cleaning.with_buffer(buffer)`).')
-  dtype = getattr(keys, 'dtype', None)
-  typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
-  if not ((typed and jnp.ndim(keys) == 1) or (
-      dtype == jnp.uint32 and jnp.ndim(keys) == 2 and jnp.shape(keys)[1] == 2)):
-    raise TypeError('`keys` must hold one PRNG key per example, [B] (from `example_keys`), '
-                    f'got {type(keys).__name__} {dtype} of shape {jnp.shape(keys)}.')
+  checks.prng_key(keys, 'keys', batch_dims=1)
   return jax.vmap(lambda k: strategy.init_carry(params, k, (), train=train))(keys)
 
 
