@@ -3,47 +3,38 @@
 Pure functions over pytrees: recurrent cells (`lstm`, `gru`, `elman`, `stack`, `from_flax`),
 initial-carry strategies (`zeros`, `learned`, `noisy`, `noisy_learned`, `latent`,
 `cleaning_noise`), conditional carries (`from_context`, `bridge`), `scan_rnn` over time with
-lengths, resets and burn-in (fused for the built-in LSTM and GRU), masked per-step losses, and
-sequence generation (`teacher_forcing`, `decode`). Flax modules are in
-`initstate.nn`.
+lengths, resets and burn-in, masked per-step losses, and sequence generation
+(`teacher_forcing`, `decode`).
+
+Submodules, loaded on first use: `initstate.nn` (Flax linen layers), `initstate.training`
+(train step, data parallelism, checkpoints), `initstate.convert` (Flax and PyTorch layouts),
+`initstate.tasks` (tasks with known optimal losses).
 """
 
-from initstate import nn
-from initstate import tasks
+import importlib
+from importlib import metadata as _metadata
+from typing import Any
+
 from initstate._src.cells import as_cell
-from initstate._src.checkpoints import restore_checkpoint
-from initstate._src.checkpoints import save_checkpoint
-from initstate._src.cleaning import cleaning_noise
-from initstate._src.cleaning import CleaningNoise
-from initstate._src.cleaning import GradientBuffer
-from initstate._src.cleaning import update_gradient_buffer
+from initstate._src.cells import BoundCell
 from initstate._src.cells import elman
-from initstate._src.cells import elman_params_from_flax
-from initstate._src.cells import elman_params_to_flax
 from initstate._src.cells import from_flax
 from initstate._src.cells import gru
-from initstate._src.cells import gru_params_from_flax
-from initstate._src.cells import gru_params_from_torch
-from initstate._src.cells import gru_params_to_flax
 from initstate._src.cells import lstm
-from initstate._src.cells import lstm_carry_from_flax
-from initstate._src.cells import lstm_carry_to_flax
-from initstate._src.cells import lstm_params_from_flax
-from initstate._src.cells import lstm_params_from_torch
-from initstate._src.cells import lstm_params_to_flax
 from initstate._src.cells import LSTMCarry
 from initstate._src.cells import RecurrentCell
 from initstate._src.cells import stack
+from initstate._src.cleaning import cleaning_noise
+from initstate._src.cleaning import GradientBuffer
 from initstate._src.conditional import bridge
 from initstate._src.conditional import CarryMap
-from initstate._src.conditional import Dense
 from initstate._src.conditional import from_context
-from initstate._src.conditional import latent
 from initstate._src.decoding import decode
 from initstate._src.decoding import DecodeOutput
 from initstate._src.decoding import shift_right
 from initstate._src.decoding import teacher_forcing
 from initstate._src.decoding import TeacherForcingOutput
+from initstate._src.linear import LinearParams
 from initstate._src.losses import loss_mask
 from initstate._src.losses import masked_mean
 from initstate._src.losses import softmax_cross_entropy
@@ -52,76 +43,71 @@ from initstate._src.scan import scan_rnn
 from initstate._src.scan import ScanOutput
 from initstate._src.strategies import CarrySpec
 from initstate._src.strategies import CarryStrategy
+from initstate._src.strategies import EmptyState
+from initstate._src.strategies import latent
 from initstate._src.strategies import learned
 from initstate._src.strategies import noisy
 from initstate._src.strategies import noisy_learned
 from initstate._src.strategies import zeros
-from initstate._src.training import example_keys
-from initstate._src.training import per_example_carry
-from initstate._src.training import replicate
-from initstate._src.training import replicate_for_pmap
-from initstate._src.training import shard_batch
-from initstate._src.training import split_for_pmap
-from initstate._src.training import train_step
-from initstate._src.training import TrainState
 
-__version__ = '0.1.0'
+try:
+  __version__ = _metadata.version('initstate')
+except _metadata.PackageNotFoundError:  # Run from a source tree that was never installed.
+  __version__ = '0+unknown'
+
+_SUBMODULES = ('convert', 'nn', 'tasks', 'training')
+
+
+def __getattr__(name: str) -> Any:
+  # Submodules load on first use, so that `import initstate` imports neither Flax nor orbax.
+  if name in _SUBMODULES:
+    return importlib.import_module(f'{__name__}.{name}')
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
 
 __all__ = (
+    # Cells.
     'as_cell',
-    'bridge',
-    'CarryMap',
+    'BoundCell',
+    'elman',
+    'from_flax',
+    'gru',
+    'lstm',
+    'LSTMCarry',
+    'RecurrentCell',
+    'stack',
+    # Initial-carry strategies.
     'CarrySpec',
     'CarryStrategy',
     'cleaning_noise',
-    'CleaningNoise',
-    'decode',
-    'DecodeOutput',
-    'Dense',
-    'elman',
-    'elman_params_from_flax',
-    'elman_params_to_flax',
-    'example_keys',
-    'from_context',
-    'from_flax',
+    'EmptyState',
     'GradientBuffer',
-    'gru',
-    'gru_params_from_flax',
-    'gru_params_from_torch',
-    'gru_params_to_flax',
     'latent',
     'learned',
-    'loss_mask',
-    'lstm',
-    'lstm_carry_from_flax',
-    'lstm_carry_to_flax',
-    'lstm_params_from_flax',
-    'lstm_params_from_torch',
-    'lstm_params_to_flax',
-    'LSTMCarry',
-    'masked_mean',
-    'nn',
-    'tasks',
     'noisy',
     'noisy_learned',
-    'per_example_carry',
-    'RecurrentCell',
-    'replicate',
-    'replicate_for_pmap',
-    'restore_checkpoint',
-    'save_checkpoint',
+    'zeros',
+    # Conditional carries.
+    'bridge',
+    'CarryMap',
+    'from_context',
+    'LinearParams',
+    # The recurrence and its losses.
+    'loss_mask',
+    'masked_mean',
     'scan_rnn',
     'ScanOutput',
-    'shard_batch',
-    'shift_right',
     'softmax_cross_entropy',
-    'split_for_pmap',
     'squared_error',
-    'stack',
+    # Sequence generation.
+    'decode',
+    'DecodeOutput',
+    'shift_right',
     'teacher_forcing',
     'TeacherForcingOutput',
-    'train_step',
-    'TrainState',
-    'update_gradient_buffer',
-    'zeros',
+    # Submodules.
+    'convert',
+    'nn',
+    'tasks',
+    'training',
 )

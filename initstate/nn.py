@@ -1,6 +1,6 @@
-"""Flax linen modules of initstate."""
+"""Flax linen layers of initstate: `RNN`, whose cell and initial carry live in one param tree."""
 
 from initstate._src.modules import RNN
-from initstate._src.modules import update_carry_buffers
+from initstate._src.modules import update_carry_state
 
-__all__ = ('RNN', 'update_carry_buffers')
+__all__ = ('RNN', 'update_carry_state')

@@ -28,22 +28,26 @@ Gate layouts (weights are stored input-major, `x @ w`):
   Flax has no `b_hr`, `b_hz` (they are zero after conversion from Flax).
 * Elman: `w_i` [D, H], `w_h` [H, H], `b` [H]:  h' = tanh(x w_i + h w_h + b),  y = h'.
 
-The `*_from_flax` / `*_to_flax` / `*_from_torch` helpers convert parameters between layouts.
+`initstate.convert` converts parameters and carries to and from Flax's and PyTorch's layouts.
+
+A cell with its parameters bound, `cell.bind(params)`, is the step function `(carry, x) ->
+(carry, y)` that `scan_rnn` runs. The built-in LSTM and GRU cells (and stacks of them) say so
+in their `fused` field, so that `scan_rnn` can run them through the fused recurrence.
 """
 
+import dataclasses
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from initstate._src import checks
-from initstate._src.fused import FUSED_ATTR
-from initstate._src.types import Array, Carry, Params, PRNGKey
+from initstate._src.types import Array, Carry, Initializer, Params, PRNGKey
 
-Initializer = Callable[[PRNGKey, tuple[int, ...], Any], Array]
+_lecun_normal = jax.nn.initializers.lecun_normal()
+_orthogonal = jax.nn.initializers.orthogonal()
 
 
 class LSTMCarry(NamedTuple):
@@ -57,26 +61,6 @@ class LSTMCarry(NamedTuple):
   c: Array
 
 
-def lstm_carry_to_flax(carry: LSTMCarry) -> tuple[Array, Array]:
-  """Converts an `LSTMCarry` to the `(c, h)` tuple of Flax's LSTM cells."""
-  if not isinstance(carry, LSTMCarry):
-    raise TypeError(f'lstm_carry_to_flax: `carry` must be an LSTMCarry(h, c), got '
-                    f'{type(carry).__name__}.')
-  return (carry.c, carry.h)
-
-
-def lstm_carry_from_flax(carry: tuple[Array, Array]) -> LSTMCarry:
-  """Converts the `(c, h)` tuple of Flax's LSTM cells to an `LSTMCarry`."""
-  if isinstance(carry, LSTMCarry):
-    raise TypeError('lstm_carry_from_flax: `carry` is already an LSTMCarry(h, c); Flax\'s '
-                    'carry is the pair (c, h).')
-  if not isinstance(carry, (tuple, list)) or len(carry) != 2:
-    raise TypeError(f"lstm_carry_from_flax: `carry` must be Flax's (c, h) pair, got "
-                    f'{type(carry).__name__}.')
-  c, h = carry
-  return LSTMCarry(h=h, c=c)
-
-
 class RecurrentCell(NamedTuple):
   """A recurrent cell as pure functions.
 
@@ -85,11 +69,39 @@ class RecurrentCell(NamedTuple):
     apply: `(params, carry, x[..., D]) -> (new_carry, y[..., output_size])`.
     carry_template: the carry of one example: a pytree of `jax.ShapeDtypeStruct` leaves.
     output_size: the size of the last axis of `y`.
+    fused: which fused recurrence computes this cell over a whole sequence: 'lstm' or 'gru'
+      for a built-in cell, a tuple of them (one per layer) for a stack of built-in cells,
+      None for any other cell (which `scan_rnn` steps one by one).
   """
   init: Callable[[PRNGKey, int], Params]
   apply: Callable[[Params, Carry, Array], tuple[Carry, Array]]
   carry_template: Carry
   output_size: int
+  fused: str | tuple[str, ...] | None = None
+
+  def bind(self, params: Params) -> 'BoundCell':
+    """The step function `(carry, x) -> (new_carry, y)` of this cell with `params`."""
+    return BoundCell(self, params)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class BoundCell:
+  """A cell with its parameters: the step function `(carry, x) -> (new_carry, y)`.
+
+  Made by `cell.bind(params)`; `scan_rnn` runs it through the fused recurrence where
+  `cell.fused` allows. A pytree whose leaves are the params (the cell is static), so it can be
+  passed through `jax.jit` and `jax.vmap`.
+
+  Attributes:
+    cell: the `RecurrentCell`.
+    params: its parameters.
+  """
+  cell: RecurrentCell = dataclasses.field(metadata=dict(static=True))
+  params: Params
+
+  def __call__(self, carry: Carry, x: Array) -> tuple[Carry, Array]:
+    return self.cell.apply(self.params, carry, x)
 
 
 def _check_input(x: Array, w_i: Array, name: str) -> None:
@@ -111,6 +123,27 @@ def _check_carry_leaf(leaf: Any, x: Array, hidden_size: int, name: str, what: st
   if tuple(leaf.shape) != expected:
     raise ValueError(f'{name}: {what} has shape {tuple(leaf.shape)}, expected [*B, H] = '
                      f'{expected} (H = {hidden_size}; B from the input x of shape {x.shape}).')
+
+
+def check_params(params: Any, fn: str, keys: tuple[str, ...], gates: int,
+                  hidden_size: int | None = None) -> None:
+  """`params` of our cell: the keys, and w_i [D, G*H], w_h [H, G*H], biases [G*H] (with H =
+  `hidden_size` if given)."""
+  if not isinstance(params, Mapping) or not set(keys) <= set(params):
+    got = sorted(params) if isinstance(params, Mapping) else type(params).__name__
+    raise TypeError(f'{fn}: `params` must be the dict of the cell\'s `init`, with keys '
+                    f'{list(keys)}; got {got}.')
+  shapes = {k: tuple(jnp.shape(params[k])) for k in keys}
+  w_i, w_h = shapes['w_i'], shapes['w_h']
+  if hidden_size is not None and w_h != (hidden_size, gates * hidden_size):
+    raise ValueError(f"{fn}: `params['w_h']` has shape {w_h}, but this cell has "
+                     f'H = {hidden_size} units: expected [H, {gates}H] = '
+                     f'{(hidden_size, gates * hidden_size)}.')
+  ok = (len(w_h) == 2 and w_h[1] == gates * w_h[0] and len(w_i) == 2 and w_i[1] == w_h[1]
+        and all(shapes[k] == (w_h[1],) for k in keys if k.startswith('b')))
+  if not ok:
+    raise ValueError(f'{fn}: expected w_i [D, {gates}H], w_h [H, {gates}H] and biases '
+                     f'[{gates}H], got shapes {shapes}.')
 
 
 def _bias_add(y: Array, b: Array) -> Array:
@@ -139,8 +172,8 @@ def lstm(
     hidden_size: int,
     *,
     forget_bias: float = 1.0,
-    kernel_init: Initializer = nn.initializers.lecun_normal(),
-    recurrent_kernel_init: Initializer = nn.initializers.orthogonal(),
+    kernel_init: Initializer = _lecun_normal,
+    recurrent_kernel_init: Initializer = _orthogonal,
     param_dtype: Any = jnp.float32,
 ) -> RecurrentCell:
   """An LSTM cell with carry `LSTMCarry(h, c)`, gates (i, f, g, o); see the module docstring.
@@ -180,7 +213,7 @@ def lstm(
     return {'w_i': w_i, 'w_h': w_h, 'b': b}
 
   def apply(params: Params, carry: LSTMCarry, x: Array) -> tuple[LSTMCarry, Array]:
-    _check_params(params, 'lstm', ('w_i', 'w_h', 'b'), 4, hidden_size)
+    check_params(params, 'lstm', ('w_i', 'w_h', 'b'), 4, hidden_size)
     _check_input(x, params['w_i'], 'lstm')
     if not isinstance(carry, LSTMCarry):
       got = (f'an array of shape {carry.shape}' if hasattr(carry, 'shape')
@@ -196,16 +229,15 @@ def lstm(
     new_h = jax.nn.sigmoid(o) * jnp.tanh(new_c)
     return LSTMCarry(h=new_h, c=new_c), new_h
 
-  setattr(apply, FUSED_ATTR, ('lstm',))  # scan_rnn may run it as a fused sequence op.
   template = LSTMCarry(h=_template(hidden_size, param_dtype), c=_template(hidden_size, param_dtype))
-  return RecurrentCell(init, apply, template, hidden_size)
+  return RecurrentCell(init, apply, template, hidden_size, fused='lstm')
 
 
 def gru(
     hidden_size: int,
     *,
-    kernel_init: Initializer = nn.initializers.lecun_normal(),
-    recurrent_kernel_init: Initializer = nn.initializers.orthogonal(),
+    kernel_init: Initializer = _lecun_normal,
+    recurrent_kernel_init: Initializer = _orthogonal,
     param_dtype: Any = jnp.float32,
 ) -> RecurrentCell:
   """A GRU cell (PyTorch / Flax equations, gates (r, z, n)); carry `h` [..., H]; biases zero."""
@@ -222,7 +254,7 @@ def gru(
     return {'w_i': w_i, 'w_h': w_h, 'b_i': zeros, 'b_h': zeros}
 
   def apply(params: Params, carry: Array, x: Array) -> tuple[Array, Array]:
-    _check_params(params, 'gru', ('w_i', 'w_h', 'b_i', 'b_h'), 3, hidden_size)
+    check_params(params, 'gru', ('w_i', 'w_h', 'b_i', 'b_h'), 3, hidden_size)
     _check_input(x, params['w_i'], 'gru')
     _check_carry_leaf(carry, x, hidden_size, 'gru', '`carry`')
     xi = _bias_add(x @ params['w_i'], params['b_i'])
@@ -235,15 +267,15 @@ def gru(
     new_h = (1.0 - z) * n + z * carry
     return new_h, new_h
 
-  setattr(apply, FUSED_ATTR, ('gru',))  # scan_rnn may run it as a fused sequence op.
-  return RecurrentCell(init, apply, _template(hidden_size, param_dtype), hidden_size)
+  return RecurrentCell(init, apply, _template(hidden_size, param_dtype), hidden_size,
+                       fused='gru')
 
 
 def elman(
     hidden_size: int,
     *,
-    kernel_init: Initializer = nn.initializers.lecun_normal(),
-    recurrent_kernel_init: Initializer = nn.initializers.orthogonal(),
+    kernel_init: Initializer = _lecun_normal,
+    recurrent_kernel_init: Initializer = _orthogonal,
     param_dtype: Any = jnp.float32,
 ) -> RecurrentCell:
   """An Elman (simple tanh) cell: h' = tanh(x w_i + h w_h + b); carry `h` [..., H]."""
@@ -259,7 +291,7 @@ def elman(
     }
 
   def apply(params: Params, carry: Array, x: Array) -> tuple[Array, Array]:
-    _check_params(params, 'elman', ('w_i', 'w_h', 'b'), 1, hidden_size)
+    check_params(params, 'elman', ('w_i', 'w_h', 'b'), 1, hidden_size)
     _check_input(x, params['w_i'], 'elman')
     _check_carry_leaf(carry, x, hidden_size, 'elman', '`carry`')
     new_h = jnp.tanh(_bias_add(x @ params['w_i'] + carry @ params['w_h'], params['b']))
@@ -295,14 +327,20 @@ def stack(cells: Sequence[RecurrentCell]) -> RecurrentCell:
       new_carry.append(c)
     return tuple(new_carry), x
 
-  kinds = [getattr(c.apply, FUSED_ATTR, None) for c in cells]
-  if all(k is not None and k[0] != 'stack' for k in kinds):
-    setattr(apply, FUSED_ATTR, ('stack', tuple(k[0] for k in kinds)))
+  kinds = tuple(c.fused for c in cells)
+  fused = kinds if all(isinstance(k, str) for k in kinds) else None
   return RecurrentCell(init, apply, tuple(c.carry_template for c in cells),
-                       cells[-1].output_size)
+                       cells[-1].output_size, fused=fused)
 
 
-def from_flax(module: nn.RNNCellBase, input_shape: tuple[int, ...] = (1,)) -> RecurrentCell:
+def _is_linen_module(x: Any) -> bool:
+  if 'flax' not in sys.modules:  # Nothing can be a Flax module before Flax is imported.
+    return False
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  return isinstance(x, nn.Module)
+
+
+def from_flax(module: Any, input_shape: tuple[int, ...] = (1,)) -> RecurrentCell:
   """Wraps a `flax.linen` recurrent cell (LSTMCell, OptimizedLSTMCell, GRUCell, SimpleCell, ...).
 
   The carry keeps Flax's format (`(c, h)` for LSTM cells); its shape is read off
@@ -317,7 +355,7 @@ def from_flax(module: nn.RNNCellBase, input_shape: tuple[int, ...] = (1,)) -> Re
   Returns:
     A `RecurrentCell` whose params are the module's `variables['params']`.
   """
-  if not isinstance(module, nn.Module):
+  if not _is_linen_module(module):
     raise TypeError(f'`from_flax` needs a flax.linen cell, got {type(module).__name__}.')
   template = jax.eval_shape(lambda: module.initialize_carry(jax.random.key(0), input_shape))
 
@@ -337,164 +375,13 @@ def from_flax(module: nn.RNNCellBase, input_shape: tuple[int, ...] = (1,)) -> Re
   return RecurrentCell(init, apply, template, out.shape[-1])
 
 
-def as_cell(cell: RecurrentCell | nn.Module) -> RecurrentCell:
+def as_cell(cell: Any) -> RecurrentCell:
   """Returns `cell` unchanged if it is a `RecurrentCell`, or wraps a Flax cell with `from_flax`."""
   if isinstance(cell, RecurrentCell):
     return cell
-  if isinstance(cell, nn.Module):
+  if _is_linen_module(cell):
     return from_flax(cell)
   raise TypeError('expected an initstate RecurrentCell or a flax.linen cell, got '
                   f'{type(cell).__name__}.')
 
 
-# Parameter conversion between layouts. Flax stores one Dense per gate; PyTorch stores
-# [gates * H, D] matrices (output-major) and two biases.
-
-
-def _require(p: Any, fn: str, keys: Sequence[str], what: str) -> None:
-  """`p` must be a mapping whose entries `keys` are mappings with a 'kernel' (Flax layout)."""
-  missing = [k for k in keys
-             if not isinstance(p, Mapping) or not isinstance(p.get(k), Mapping)
-             or 'kernel' not in p[k]]
-  if missing:
-    got = sorted(p) if isinstance(p, Mapping) else type(p).__name__
-    raise ValueError(f'{fn}: `flax_params` must be the params of a Flax {what} (one Dense per '
-                     f'gate: {list(keys)}, each with a kernel); missing or malformed {missing}, '
-                     f'got keys {got}.')
-
-
-def _check_params(params: Any, fn: str, keys: tuple[str, ...], gates: int,
-                  hidden_size: int | None = None) -> None:
-  """`params` of our cell: the keys, and w_i [D, G*H], w_h [H, G*H], biases [G*H] (with H =
-  `hidden_size` if given)."""
-  if not isinstance(params, Mapping) or not set(keys) <= set(params):
-    got = sorted(params) if isinstance(params, Mapping) else type(params).__name__
-    raise TypeError(f'{fn}: `params` must be the dict of the cell\'s `init`, with keys '
-                    f'{list(keys)}; got {got}.')
-  shapes = {k: tuple(jnp.shape(params[k])) for k in keys}
-  w_i, w_h = shapes['w_i'], shapes['w_h']
-  if hidden_size is not None and w_h != (hidden_size, gates * hidden_size):
-    raise ValueError(f"{fn}: `params['w_h']` has shape {w_h}, but this cell has "
-                     f'H = {hidden_size} units: expected [H, {gates}H] = '
-                     f'{(hidden_size, gates * hidden_size)}.')
-  ok = (len(w_h) == 2 and w_h[1] == gates * w_h[0] and len(w_i) == 2 and w_i[1] == w_h[1]
-        and all(shapes[k] == (w_h[1],) for k in keys if k.startswith('b')))
-  if not ok:
-    raise ValueError(f'{fn}: expected w_i [D, {gates}H], w_h [H, {gates}H] and biases '
-                     f'[{gates}H], got shapes {shapes}.')
-
-
-def _kernel(p: Any, name: str) -> Array:
-  return jnp.asarray(p[name]['kernel'])
-
-
-def _bias(p: Any, name: str, size: int, dtype: Any) -> Array:
-  return jnp.asarray(p[name]['bias']) if 'bias' in p[name] else jnp.zeros((size,), dtype)
-
-
-def lstm_params_from_flax(flax_params: Params) -> Params:
-  """Params of Flax `LSTMCell` / `OptimizedLSTMCell` -> params of `lstm`."""
-  p = flax_params
-  _require(p, 'lstm_params_from_flax', [a + g for a in 'ih' for g in 'ifgo'],
-           'LSTMCell / OptimizedLSTMCell')
-  hidden = _kernel(p, 'hi').shape[0]
-  dtype = _kernel(p, 'hi').dtype
-  return {
-      'w_i': jnp.concatenate([_kernel(p, 'i' + g) for g in 'ifgo'], axis=1),
-      'w_h': jnp.concatenate([_kernel(p, 'h' + g) for g in 'ifgo'], axis=1),
-      'b': jnp.concatenate([_bias(p, 'h' + g, hidden, dtype) + _bias(p, 'i' + g, hidden, dtype)
-                            for g in 'ifgo']),
-  }
-
-
-def lstm_params_to_flax(params: Params) -> Params:
-  """Params of `lstm` -> params of Flax `LSTMCell` / `OptimizedLSTMCell`."""
-  _check_params(params, 'lstm_params_to_flax', ('w_i', 'w_h', 'b'), 4)
-  w_i = jnp.split(params['w_i'], 4, axis=1)
-  w_h = jnp.split(params['w_h'], 4, axis=1)
-  b = jnp.split(params['b'], 4)
-  out = {}
-  for k, g in enumerate('ifgo'):
-    out['i' + g] = {'kernel': w_i[k]}
-    out['h' + g] = {'kernel': w_h[k], 'bias': b[k]}
-  return out
-
-
-def gru_params_from_flax(flax_params: Params) -> Params:
-  """Params of Flax `GRUCell` -> params of `gru`."""
-  p = flax_params
-  _require(p, 'gru_params_from_flax', [a + g for a in 'ih' for g in 'rzn'], 'GRUCell')
-  hidden = _kernel(p, 'hn').shape[0]
-  dtype = _kernel(p, 'hn').dtype
-  return {
-      'w_i': jnp.concatenate([_kernel(p, 'i' + g) for g in 'rzn'], axis=1),
-      'w_h': jnp.concatenate([_kernel(p, 'h' + g) for g in 'rzn'], axis=1),
-      'b_i': jnp.concatenate([_bias(p, 'i' + g, hidden, dtype) for g in 'rzn']),
-      'b_h': jnp.concatenate([_bias(p, 'h' + g, hidden, dtype) for g in 'rzn']),
-  }
-
-
-def gru_params_to_flax(params: Params) -> Params:
-  """Params of `gru` -> params of Flax `GRUCell`.
-
-  Flax has no hidden bias for the r and z gates; ours are folded into Flax's input biases
-  `ir`, `iz` (both add up inside the sigmoid), so the Flax cell computes the same function.
-  """
-  _check_params(params, 'gru_params_to_flax', ('w_i', 'w_h', 'b_i', 'b_h'), 3)
-  b_hr, b_hz, b_hn = jnp.split(params['b_h'], 3)
-  w_i = jnp.split(params['w_i'], 3, axis=1)
-  w_h = jnp.split(params['w_h'], 3, axis=1)
-  b_ir, b_iz, b_in = jnp.split(params['b_i'], 3)
-  b_i = (b_ir + b_hr, b_iz + b_hz, b_in)
-  out = {}
-  for k, g in enumerate('rzn'):
-    out['i' + g] = {'kernel': w_i[k], 'bias': b_i[k]}
-    out['h' + g] = {'kernel': w_h[k]}
-  out['hn']['bias'] = b_hn
-  return out
-
-
-def elman_params_from_flax(flax_params: Params) -> Params:
-  """Params of Flax `SimpleCell` -> params of `elman`."""
-  p = flax_params
-  _require(p, 'elman_params_from_flax', ['i', 'h'], 'SimpleCell')
-  if 'bias' not in p['i']:
-    raise ValueError("elman_params_from_flax: `flax_params['i']` has no bias.")
-  return {'w_i': _kernel(p, 'i'), 'w_h': _kernel(p, 'h'), 'b': jnp.asarray(p['i']['bias'])}
-
-
-def elman_params_to_flax(params: Params) -> Params:
-  """Params of `elman` -> params of Flax `SimpleCell`."""
-  _check_params(params, 'elman_params_to_flax', ('w_i', 'w_h', 'b'), 1)
-  return {'i': {'kernel': params['w_i'], 'bias': params['b']}, 'h': {'kernel': params['w_h']}}
-
-
-def _from_torch(fn: str, gates: int, weight_ih: Any, weight_hh: Any, bias_ih: Any,
-                bias_hh: Any) -> tuple[np.ndarray, ...]:
-  """The four tensors as NumPy arrays, checked: weight_ih [G*H, D], weight_hh [G*H, H],
-  biases [G*H]."""
-  as_np = lambda t: np.asarray(t.detach().cpu().numpy() if hasattr(t, 'detach') else t)
-  w_ih, w_hh, b_ih, b_hh = (as_np(t) for t in (weight_ih, weight_hh, bias_ih, bias_hh))
-  hidden = w_hh.shape[1] if w_hh.ndim == 2 else 0
-  ok = (hidden > 0 and w_hh.shape == (gates * hidden, hidden) and w_ih.ndim == 2
-        and w_ih.shape[0] == gates * hidden and b_ih.shape == b_hh.shape == (gates * hidden,))
-  if not ok:
-    raise ValueError(f'{fn}: expected weight_ih [{gates}H, D], weight_hh [{gates}H, H], '
-                     f'bias_ih and bias_hh [{gates}H] (one layer of PyTorch), got shapes '
-                     f'{w_ih.shape}, {w_hh.shape}, {b_ih.shape}, {b_hh.shape}.')
-  return w_ih, w_hh, b_ih, b_hh
-
-
-def lstm_params_from_torch(weight_ih: Any, weight_hh: Any, bias_ih: Any, bias_hh: Any) -> Params:
-  """One layer of PyTorch `nn.LSTM` (`weight_ih_l0` [4H, D], ...) -> params of `lstm`."""
-  w_ih, w_hh, b_ih, b_hh = _from_torch('lstm_params_from_torch', 4, weight_ih, weight_hh,
-                                       bias_ih, bias_hh)
-  return {'w_i': jnp.asarray(w_ih.T), 'w_h': jnp.asarray(w_hh.T), 'b': jnp.asarray(b_ih + b_hh)}
-
-
-def gru_params_from_torch(weight_ih: Any, weight_hh: Any, bias_ih: Any, bias_hh: Any) -> Params:
-  """One layer of PyTorch `nn.GRU` (`weight_ih_l0` [3H, D], ...) -> params of `gru`."""
-  w_ih, w_hh, b_ih, b_hh = _from_torch('gru_params_from_torch', 3, weight_ih, weight_hh,
-                                       bias_ih, bias_hh)
-  return {'w_i': jnp.asarray(w_ih.T), 'w_h': jnp.asarray(w_hh.T), 'b_i': jnp.asarray(b_ih),
-          'b_h': jnp.asarray(b_hh)}

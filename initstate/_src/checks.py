@@ -15,6 +15,11 @@ def is_int(value: Any) -> bool:
   return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
+def is_concrete(value: Any) -> bool:
+  """Not a tracer: its value can be read at trace time."""
+  return not isinstance(value, jax.core.Tracer)
+
+
 def positive_int(value: Any, name: str) -> int:
   """`value` as an int >= 1, or a ValueError naming `name`."""
   if not is_int(value) or value < 1:

@@ -1,26 +1,27 @@
 """Gradient-scaled ("cleaning") noise around a learned initial carry.
 
 Source: Zimmermann, Tietz and Grothmann, "Forecasting with Recurrent Neural Networks: 12 Tricks"
-(Neural Networks: Tricks of the Trade, 2nd ed., 2012), trick 3, as read in seed 000 of this
-project: learn the initial state, and in training disturb it by noise whose size follows the
-error back-propagated to the initial state. Keep a buffer of the last K such gradients, draw
+(Neural Networks: Tricks of the Trade, 2nd ed., 2012), trick 3: learn the initial state, and
+in training disturb it by noise whose size follows the error back-propagated to the initial
+state. Keep a buffer of the last K such gradients, draw
 entries from it at random as the deviation from the learned carry, retire the oldest entries
 first, and switch the noise off at test time.
 
-Everything is explicit functional state, in the style of optax:
+It is an ordinary `CarryStrategy` whose state is a `GradientBuffer`:
 
   cleaning = initstate.cleaning_noise(buffer_size=256)
   params = cleaning.init(rng, template)           # the learned carry (leaves [*unit])
-  buffer = cleaning.init_buffer(template)         # GradientBuffer, empty
-  carry = cleaning.init_carry(params, buffer, rng, batch, train=True)   # leaves [B, *unit]
+  buffer = cleaning.init_state(template)          # GradientBuffer, empty
+  carry = cleaning.init_carry(params, rng, batch, train=True, state=buffer)  # [B, *unit]
   ...   # gradient of the loss with respect to `carry`: leaves [B, *unit]
-  buffer = cleaning.update(buffer, carry_grads)   # pushes B entries, retires the oldest
+  buffer = cleaning.update_state(buffer, carry_grads)   # pushes B entries, retires the oldest
 
-The gradient at the carry is easiest to get with a zero "probe" added to it (pure functions),
-or with `flax.linen.Module.perturb` (what `initstate.nn.RNN` does):
+The gradient at the carry is easiest to get with a zero "probe" added to it (pure functions;
+`initstate.training.train_step` does this), or with `flax.linen.Module.perturb` (what
+`initstate.nn.RNN` does):
 
   def loss_fn(params, probe):
-    carry = cleaning.init_carry(params['carry'], buffer, rng, B, train=True)
+    carry = cleaning.init_carry(params['carry'], rng, B, train=True, state=buffer)
     carry = jax.tree.map(jnp.add, carry, probe)     # probe: zeros shaped like carry
     ...
   loss, (grads, carry_grads) = jax.value_and_grad(loss_fn, argnums=(0, 1))(params, probe)
@@ -41,7 +42,6 @@ Choices the source leaves open, all options here (defaults in brackets):
 * the learned carry does not receive the noise's gradient; the buffer holds data, not params.
 """
 
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -50,7 +50,8 @@ import numpy as np
 
 from initstate._src import checks
 from initstate._src import strategies as strategies_lib
-from initstate._src.types import Array, Batch, Carry, Params, PRNGKey, normalize_batch
+from initstate._src.types import (Array, Batch, Carry, Initializer, Params, PRNGKey,
+                                  normalize_batch)
 
 _DRAWS = ('vector', 'unit')
 _SIGNS = ('unit', 'vector', 'none')
@@ -75,27 +76,6 @@ class GradientBuffer(NamedTuple):
   def size(self) -> Array:
     """How many slots hold an entry: `min(count, K)` (int32 scalar)."""
     return jnp.minimum(self.count, self.capacity)
-
-
-class CleaningNoise(NamedTuple):
-  """Cleaning noise: a learned carry plus a gradient buffer; see the module docstring.
-
-  Attributes:
-    init: `(rng, template) -> params`, the learned carry (as `initstate.learned`).
-    init_buffer: `(template) -> GradientBuffer`, empty.
-    init_carry: `(params, buffer, rng, batch, *, train) -> carry`; exactly the learned carry
-      when `train=False` or while the buffer is empty.
-    update: `(buffer, carry_grads, *, axis_name=None) -> buffer`.
-    with_buffer: `(buffer) -> CarryStrategy` drawing from `buffer`, for code that takes a
-      plain strategy (`scan_rnn`'s `init_carry_fn`, so that resets get noise too).
-    needs_rng: True.
-  """
-  init: Callable[[PRNGKey | None, Carry], Params]
-  init_buffer: Callable[[Carry], GradientBuffer]
-  init_carry: Callable[..., Carry]
-  update: Callable[..., GradientBuffer]
-  with_buffer: Callable[[GradientBuffer], strategies_lib.CarryStrategy]
-  needs_rng: bool = True
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -163,8 +143,8 @@ def cleaning_noise(
     draw: str = 'vector',
     sign: str = 'unit',
     cross_device: str = 'gather',
-    initial_value: float | Callable[..., Array] = 0.0,
-) -> CleaningNoise:
+    initial_value: float | Initializer = 0.0,
+) -> strategies_lib.CarryStrategy:
   """Gradient-scaled noise around a learned carry (Zimmermann et al. 2012, trick 3).
 
   Args:
@@ -172,25 +152,28 @@ def cleaning_noise(
     scale: factor on the drawn deviation (>= 0).
     draw: 'vector' (one entry per sequence) or 'unit' (one entry per unit).
     sign: 'unit' (random sign per unit), 'vector' (one random sign per sequence) or 'none'.
-    cross_device: with an `axis_name` in `update`: 'gather' pushes every device's rows (in
-      device order) or 'mean' pushes their mean over devices. Either way every device ends
+    cross_device: with an `axis_name` in `update_state`: 'gather' pushes every device's rows
+      (in device order) or 'mean' pushes their mean over devices. Either way every device ends
       with the same buffer.
     initial_value: the learned carry's initial value, as in `initstate.learned`.
 
   Returns:
-    A `CleaningNoise`.
+    A `CarryStrategy` whose state is a `GradientBuffer`: `init_carry(..., train=True,
+    state=buffer)` is the learned carry plus a deviation drawn from the buffer (exactly the
+    learned carry while the buffer is empty, and with `train=False`); `update_state(buffer,
+    carry_grads, *, axis_name=None)` pushes one entry per row of `carry_grads`.
 
   Example:
     >>> import jax, jax.numpy as jnp, initstate
     >>> template = initstate.gru(4).carry_template
     >>> cleaning = initstate.cleaning_noise(buffer_size=8, scale=1.0)
     >>> params = cleaning.init(None, template)          # the learned carry [4]
-    >>> buffer = cleaning.init_buffer(template)         # empty: no noise yet
+    >>> buffer = cleaning.init_state(template)          # empty: no noise yet
     >>> grads = jnp.full((3, 4), 0.5)                   # dLoss/dcarry of 3 sequences
-    >>> buffer = cleaning.update(buffer, grads)
+    >>> buffer = cleaning.update_state(buffer, grads)
     >>> int(buffer.size())
     3
-    >>> carry = cleaning.init_carry(params, buffer, jax.random.key(0), 2, train=True)
+    >>> carry = cleaning.init_carry(params, jax.random.key(0), 2, train=True, state=buffer)
     >>> jnp.abs(carry).tolist()                         # learned (0) +- a stored gradient
     [[0.5, 0.5, 0.5, 0.5], [0.5, 0.5, 0.5, 0.5]]
   """
@@ -207,16 +190,16 @@ def cleaning_noise(
 
   def _check_buffer(buffer: Any, params: Params) -> GradientBuffer:
     if not isinstance(buffer, GradientBuffer):
-      raise TypeError(f'`buffer` must be a GradientBuffer (from `init_buffer`), got '
+      raise TypeError(f'`state` must be a GradientBuffer (from `init_state`), got '
                       f'{type(buffer).__name__}.')
     p_shapes = [jnp.shape(p) for p in jax.tree.leaves(params)]
     b_shapes = [jnp.shape(v)[1:] for v in jax.tree.leaves(buffer.values)]
     if (jax.tree.structure(params) != jax.tree.structure(buffer.values)
         or p_shapes != b_shapes):
-      raise ValueError(f'`buffer` entries have unit shapes {b_shapes} but the learned carry has '
-                       f'{p_shapes}; make the buffer with `init_buffer` from the same template.')
+      raise ValueError(f'`state` entries have unit shapes {b_shapes} but the learned carry has '
+                       f'{p_shapes}; make the buffer with `init_state` from the same template.')
     if buffer.capacity != buffer_size:
-      raise ValueError(f'`buffer` holds {buffer.capacity} entries but this cleaning_noise was '
+      raise ValueError(f'`state` holds {buffer.capacity} entries but this cleaning_noise was '
                        f'made with buffer_size={buffer_size}.')
     return buffer
 
@@ -249,27 +232,31 @@ def cleaning_noise(
       out.append(jnp.where(size > 0, scale * entry, jnp.zeros_like(entry)))
     return jax.lax.stop_gradient(jax.tree.unflatten(treedef, out))
 
-  def init_carry(params: Params, buffer: GradientBuffer, rng: PRNGKey | None, batch: Batch, *,
-                 train: bool) -> Carry:
+  def init_carry(params: Params, rng: PRNGKey | None, batch: Batch, *, train: bool,
+                 state: GradientBuffer | None = None) -> Carry:
     """The learned carry [*batch, *unit], plus a drawn deviation when `train=True`."""
-    strategies_lib._check_train(train)  # pylint: disable=protected-access
+    checks.flag(train, 'train')
     batch = normalize_batch(batch)
     carry = learned.init_carry(params, None, batch, train=False)
     if not train:
       return carry
-    buffer = _check_buffer(buffer, params)
-    strategies_lib._need_rng(rng, 'cleaning_noise')  # pylint: disable=protected-access
+    if state is None:
+      raise ValueError('`cleaning_noise` draws from its gradient buffer in training: pass '
+                       '`state` (from `init_state(template)`, then `update_state`), or '
+                       'train=False.')
+    buffer = _check_buffer(state, params)
+    if rng is None:
+      raise ValueError('`cleaning_noise` draws noise when train=True and needs a PRNG key: '
+                       'pass `rng` (for initstate.nn.RNN, rngs={"carry": key}), or pass '
+                       'train=False for the noise-free carry.')
+    checks.prng_key(rng, 'rng')
     return jax.tree.map(jnp.add, carry, deviation(buffer, rng, batch))
 
-  def update(buffer: GradientBuffer, carry_grads: Carry, *,
-             axis_name: Any = None) -> GradientBuffer:
-    return update_gradient_buffer(buffer, carry_grads, axis_name=axis_name,
+  def update_state(state: GradientBuffer, carry_grads: Carry, *,
+                   axis_name: Any = None) -> GradientBuffer:
+    return update_gradient_buffer(state, carry_grads, axis_name=axis_name,
                                   cross_device=cross_device)
-  update.__doc__ = update_gradient_buffer.__doc__
+  update_state.__doc__ = update_gradient_buffer.__doc__
 
-  def with_buffer(buffer: GradientBuffer) -> strategies_lib.CarryStrategy:
-    def bound_init_carry(params, rng, batch, *, train):
-      return init_carry(params, buffer, rng, batch, train=train)
-    return strategies_lib.CarryStrategy(learned.init, bound_init_carry, needs_rng=True)
-
-  return CleaningNoise(learned.init, init_buffer, init_carry, update, with_buffer)
+  return strategies_lib.CarryStrategy(learned.init, init_carry, needs_rng=True,
+                                      init_state=init_buffer, update_state=update_state)

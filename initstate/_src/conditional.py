@@ -7,12 +7,10 @@
 * `bridge`: the decoder's initial carry from the encoder's final carry (sequence to sequence,
   Sutskever et al. 2014; Cho et al. 2014), per layer, through a learned projection where the
   sizes or cell types differ and unchanged where they match.
-* `latent`: `z ~ N(0, I)` from an explicit key mapped to the carry by a learned projection (the
-  VAE / text-GAN usage: Bowman et al. 2016); the prior mean z = 0 at evaluation, or a given z.
 
-The first two are `CarryMap`s, `init` / `apply` pairs of pure functions; their params go
-wherever the caller keeps params (the same tree as the cell's). `latent` is a
-`CarryStrategy` and so works everywhere a strategy does (`scan_rnn`, `initstate.nn.RNN`).
+Both are `CarryMap`s, `init` / `apply` pairs of pure functions; their params go wherever the
+caller keeps params (the same tree as the cell's). A carry from a random latent z is a strategy
+(`initstate.latent`), since it needs no context.
 
 Squashing: every produced leaf goes through `squash` (default `jnp.tanh`) so that a carry
 starts where the cell's own states live: LSTM and GRU hidden states lie in (-1, 1), and an
@@ -31,23 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from initstate._src import checks
+from initstate._src import linear as linear_lib
 from initstate._src import strategies as strategies_lib
-from initstate._src.types import Array, Batch, Carry, Params, PRNGKey, normalize_batch
-
-Squash = Callable[[Array], Array] | None
-
-_kernel_init = jax.nn.initializers.lecun_normal()
-
-
-class Dense(NamedTuple):
-  """A linear layer's params.
-
-  Attributes:
-    kernel: `[F, *unit]`.
-    bias: `[*unit]`.
-  """
-  kernel: Array
-  bias: Array
+from initstate._src.types import Array, Carry, Params, PRNGKey
 
 
 class CarryMap(NamedTuple):
@@ -61,47 +45,6 @@ class CarryMap(NamedTuple):
   apply: Callable[[Params, Any], Carry]
 
 
-def _is_dense(x: Any) -> bool:
-  return isinstance(x, Dense)
-
-
-def _check_squash(squash: Any) -> None:
-  if squash is not None and not callable(squash):
-    raise TypeError(f'`squash` must be a callable or None, got {type(squash).__name__}.')
-
-
-def _dense_init(rng: PRNGKey, fan_in: int, unit: tuple[int, ...], dtype: Any) -> Dense:
-  kernel = _kernel_init(rng, (fan_in, int(np.prod(unit, dtype=int))), dtype)
-  return Dense(jnp.reshape(kernel, (fan_in,) + unit), jnp.zeros(unit, dtype))
-
-
-def _dense(params: Dense, x: Array) -> Array:
-  """x [*B, F] -> [*B, *unit]."""
-  y = jnp.tensordot(x, params.kernel, axes=1)
-  lead = y.ndim - params.bias.ndim
-  return y + jnp.reshape(params.bias, (1,) * lead + params.bias.shape)
-
-
-def _heads_init(rng: PRNGKey, fan_in: int, template: Carry) -> Carry:
-  """A carry-shaped tree of `Dense` heads, one per leaf of `template`."""
-  spec = strategies_lib.CarrySpec.from_template(template)
-  keys = jax.random.split(rng, len(spec.shapes))
-  return jax.tree.unflatten(spec.treedef, [
-      _dense_init(k, fan_in, s, d) for k, s, d in zip(keys, spec.shapes, spec.dtypes)])
-
-
-def _heads_apply(heads: Carry, features: Array, squash: Squash) -> Carry:
-  """features [*B, F] -> carry leaves [*B, *unit], squashed."""
-  def head(h):
-    y = _dense(h, features.astype(h.kernel.dtype))
-    return y if squash is None else squash(y)
-  return jax.tree.map(head, heads, is_leaf=_is_dense)
-
-
-def _fan_in(heads: Carry) -> int:
-  return jax.tree.leaves(heads, is_leaf=_is_dense)[0].kernel.shape[0]
-
-
 def _layers(carry: Carry) -> list[Carry]:
   """A stack's carry (a plain tuple) as its layers; anything else as one layer."""
   return list(carry) if type(carry) is tuple else [carry]  # pylint: disable=unidiomatic-typecheck
@@ -111,7 +54,7 @@ def from_context(
     hidden_sizes: Sequence[int] = (),
     *,
     activation: Callable[[Array], Array] = jnp.tanh,
-    squash: Squash = jnp.tanh,
+    squash: linear_lib.Squash = jnp.tanh,
 ) -> CarryMap:
   """An initializer network: context features `[*B, F]` -> a full carry, leaves `[*B, *unit]`.
 
@@ -136,36 +79,36 @@ def from_context(
     (LSTMCarry(h=(3, 8), c=(3, 8)), LSTMCarry(h=(3, 8), c=(3, 8)))
   """
   hidden_sizes = tuple(checks.positive_int(h, 'hidden_sizes') for h in hidden_sizes)
-  _check_squash(squash)
+  linear_lib.check_squash(squash)
 
   def init(rng: PRNGKey, context_size: int, template: Carry) -> Params:
-    """Params {'hidden': [Dense], 'heads': carry-shaped tree of Dense}."""
+    """Params {'hidden': [LinearParams], 'heads': carry-shaped tree of LinearParams}."""
     checks.prng_key(rng, 'rng')
     context_size = checks.positive_int(context_size, 'context_size')
     dtype = strategies_lib.CarrySpec.from_template(template).dtypes[0]
     k_hidden, k_heads = jax.random.split(rng)
     sizes = (context_size,) + hidden_sizes
     keys = jax.random.split(k_hidden, max(len(hidden_sizes), 1))
-    hidden = [_dense_init(k, a, (b,), dtype) for k, a, b in zip(keys, sizes[:-1], sizes[1:])]
-    return {'hidden': hidden, 'heads': _heads_init(k_heads, sizes[-1], template)}
+    hidden = [linear_lib.linear_init(k, a, (b,), dtype) for k, a, b in zip(keys, sizes[:-1], sizes[1:])]
+    return {'hidden': hidden, 'heads': linear_lib.heads_init(k_heads, sizes[-1], template)}
 
   def apply(params: Params, context: Array) -> Carry:
     """context [*B, F] -> carry leaves [*B, *unit]."""
-    fan_in = params['hidden'][0].kernel.shape[0] if params['hidden'] else _fan_in(
+    fan_in = params['hidden'][0].kernel.shape[0] if params['hidden'] else linear_lib.heads_fan_in(
         params['heads'])
     x = jnp.asarray(context)
     if x.ndim < 1 or x.shape[-1] != fan_in:
       raise ValueError(f'`context` must be [*B, F] with F = {fan_in} (as at init), got shape '
                        f'{x.shape}.')
     for layer in params['hidden']:
-      x = activation(_dense(layer, x.astype(layer.kernel.dtype)))
-    return _heads_apply(params['heads'], x, squash)
+      x = activation(linear_lib.linear(layer, x.astype(layer.kernel.dtype)))
+    return linear_lib.heads_apply(params['heads'], x, squash)
 
   return CarryMap(init, apply)
 
 
 def bridge(encoder_template: Carry, decoder_template: Carry, *, project: str = 'auto',
-           squash: Squash = jnp.tanh) -> CarryMap:
+           squash: linear_lib.Squash = jnp.tanh) -> CarryMap:
   """The decoder's initial carry from the encoder's final carry, layer by layer.
 
   Layers pair up one to one when both sides have the same number; a single-layer side pairs
@@ -199,7 +142,7 @@ def bridge(encoder_template: Carry, decoder_template: Carry, *, project: str = '
   """
   if project not in ('auto', 'always', 'never'):
     raise ValueError(f"`project` must be 'auto', 'always' or 'never', got {project!r}.")
-  _check_squash(squash)
+  linear_lib.check_squash(squash)
   spec = strategies_lib.CarrySpec.from_template
   enc_layers, dec_layers = _layers(encoder_template), _layers(decoder_template)
   enc_specs = [spec(l) for l in enc_layers]
@@ -233,7 +176,7 @@ def bridge(encoder_template: Carry, decoder_template: Carry, *, project: str = '
         params.append(())
       else:
         fan_in = sum(int(np.prod(s, dtype=int)) for s in enc_specs[e].shapes)
-        params.append(_heads_init(keys[d], fan_in, dec_layers[d]))
+        params.append(linear_lib.heads_init(keys[d], fan_in, dec_layers[d]))
     return tuple(params)
 
   def apply(params: Params, encoder_carry: Carry) -> Carry:
@@ -256,49 +199,7 @@ def bridge(encoder_template: Carry, decoder_template: Carry, *, project: str = '
       else:
         features = jnp.concatenate(
             [jnp.reshape(l, (l.shape[0], -1)) for l in leaves], axis=-1)   # [B, sum(unit)]
-        out.append(_heads_apply(params[d], features, squash))
+        out.append(linear_lib.heads_apply(params[d], features, squash))
     return tuple(out) if decoder_is_stack else out[0]
 
   return CarryMap(init, apply)
-
-
-def latent(latent_size: int, *, squash: Squash = jnp.tanh) -> strategies_lib.CarryStrategy:
-  """A latent carry: `z ~ N(0, I)` `[*batch, Z]` mapped by a learned projection to the carry.
-
-  `init(rng, template)` makes a carry-shaped tree of linear heads (kernel `[Z, *unit]`, bias
-  `[*unit]`); `init_carry(params, rng, batch, *, train, z=None)` returns
-  `squash(z @ kernel + bias)` per leaf, with z drawn from `rng` when `train=True`, the prior
-  mean z = 0 when `train=False` (deterministic: the carry is `squash(bias)`), or the given `z`
-  (`[*batch, Z]`) in either mode, e.g. a fixed z to generate from. Works in `scan_rnn` and
-  `initstate.nn.RNN` like any strategy (noise from the 'carry' rng stream).
-
-  Args:
-    latent_size: Z, the latent dimension.
-    squash: applied to every produced leaf (default tanh); None for linear.
-  """
-  latent_size = checks.positive_int(latent_size, 'latent_size')
-  _check_squash(squash)
-
-  def init(rng: PRNGKey | None, template: Carry) -> Params:
-    if rng is None:
-      raise ValueError('`latent` draws its projection at init and needs a PRNG key.')
-    checks.prng_key(rng, 'rng')
-    return _heads_init(rng, latent_size, template)
-
-  def init_carry(params: Params, rng: PRNGKey | None, batch: Batch, *, train: bool,
-                 z: Array | None = None) -> Carry:
-    strategies_lib._check_train(train)  # pylint: disable=protected-access
-    batch = normalize_batch(batch)
-    dtype = jax.tree.leaves(params, is_leaf=_is_dense)[0].kernel.dtype
-    if z is not None:
-      z = jnp.asarray(z)
-      if z.shape != batch + (latent_size,):
-        raise ValueError(f'`z` must be [*batch, Z] = {batch + (latent_size,)}, got {z.shape}.')
-    elif train:
-      strategies_lib._need_rng(rng, 'latent')  # pylint: disable=protected-access
-      z = jax.random.normal(rng, batch + (latent_size,), dtype)
-    else:
-      z = jnp.zeros(batch + (latent_size,), dtype)
-    return _heads_apply(params, z, squash)
-
-  return strategies_lib.CarryStrategy(init, init_carry, needs_rng=True)

@@ -25,6 +25,7 @@ import numpy as np
 
 from initstate._src import checks
 from initstate._src.scan import scan_rnn
+from initstate._src.tree import where_batch
 from initstate._src.types import Array, Carry, PRNGKey
 
 StepFn = Callable[[Carry, Array], tuple[Carry, Array]]
@@ -63,17 +64,6 @@ class DecodeOutput(NamedTuple):
   final_carry: Carry
 
 
-def _tree_where(cond: Array, x: Carry, y: Carry) -> Carry:
-  """Per batch element select: `cond` [B] against leaves [B, ...]."""
-  def select(a, b):
-    return jnp.where(jnp.reshape(cond, cond.shape + (1,) * (a.ndim - 1)), a, b)
-  return jax.tree.map(select, x, y)
-
-
-def _is_concrete(x: Any) -> bool:
-  return not isinstance(x, jax.core.Tracer)
-
-
 def _token(value: Any, name: str) -> Array:
   """Checks a scalar token id (Python int or integer scalar array); returns it as int32 [].
 
@@ -94,7 +84,7 @@ def _token(value: Any, name: str) -> Array:
 
 def _check_in_vocab(value: Array, name: str, vocab_size: int) -> None:
   """Raises if a concrete token id is outside [0, V); traced ids are not checked."""
-  if _is_concrete(value):
+  if checks.is_concrete(value):
     v = int(value)
     if not 0 <= v < vocab_size:
       raise ValueError(f'`{name}` = {v} is outside the vocabulary [0, V) = [0, {vocab_size}) '
@@ -261,7 +251,7 @@ def decode(
   if method == 'sample' and rng is None:
     raise ValueError("`method='sample'` draws tokens and needs a PRNG key: pass `rng`.")
   checks.optional_prng_key(rng, 'rng')
-  if _is_concrete(temperature):
+  if checks.is_concrete(temperature):
     t = np.asarray(temperature)
     if t.shape != () or not np.issubdtype(t.dtype, np.number) or not (
         np.isfinite(t) and t > 0):
@@ -298,7 +288,7 @@ def decode(
     active = jnp.logical_not(done)  # [B]: this step counts.
     tokens_out = jnp.where(active, chosen, pad)
     logits_out = jnp.where(active[:, None], logits, jnp.zeros_like(logits))
-    carry = _tree_where(active, new_carry, carry)
+    carry = where_batch(active, new_carry, carry)
     tokens_next = jnp.where(active, chosen, tokens_in)
     done = done | (active & (chosen == end))
     return (carry, tokens_next, done), (tokens_out, logits_out, active)

@@ -1,14 +1,15 @@
 """A fused recurrence for the built-in LSTM and GRU cells (and stacks of them).
 
-`scan_rnn` can use it when the cell function is `functools.partial(cell.apply, params)` of an
-`initstate.lstm`, `initstate.gru`, or a `stack` of them, and the inputs are one array:
+`scan_rnn` can use it when the cell function is `cell.bind(params)` of a cell whose `fused`
+field names a fused recurrence (`initstate.lstm`, `initstate.gru`, or a `stack` of them), and
+the inputs are one array:
 automatically (`implementation='auto'`) for LSTMs of at least `AUTO_MIN_HIDDEN` units, where
 it measured faster, and on request (`'fused'`) otherwise. The maths are the cells' own; what changes is how the
 work is laid out (the cuDNN recipe):
 
 * the input projection runs inside the loop as one matmul per step (hoisting all T steps
-  into one [T*B, D] @ [D, G*H] matmul before the loop measured slower here: one more
-  [T, B, G*H] buffer, and a gate fusion reading slices of it; see PERF-NOTES);
+  into one [T*B, D] @ [D, G*H] matmul before the loop measured slower on CPU: one more
+  [T, B, G*H] buffer, and a gate fusion reading slices of it; see benchmarks/README.md);
 * only what the backward pass cannot cheaply rebuild is saved (the LSTM's four gate
   activations, the GRU's r, z, n and h_n; the carries going into each step are the outputs
   shifted by one);
@@ -29,11 +30,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from initstate._src.cells import BoundCell
 from initstate._src.types import Array
-
-# Set on a cell's `apply` by `cells.py`: ('lstm',) / ('gru',) / ('stack', (kinds...)).
-FUSED_ATTR = '_initstate_fused'
-
 
 # `implementation='auto'` fuses only layers at least this wide: below it the per-step overhead
 # of the custom backward loop outweighs its savings (measured: H=8 1.18x slower than the
@@ -48,24 +46,25 @@ def plan(cell_fn: Any, inputs: Any, auto: bool = False
          ) -> tuple[tuple[Any, ...], tuple[str, ...], bool] | None:
   """(per-layer params, per-layer kinds, is_stack) when `cell_fn` can be fused, else None.
 
-  With `auto`, only cells whose every layer is in `AUTO_KINDS` and at least `AUTO_MIN_HIDDEN`
-  units wide qualify (where the fused path measured faster).
+  `cell_fn` qualifies when it is a `BoundCell` whose cell has a `fused` kind and `inputs` is
+  one float array [B, T, D] of the cell's input size. With `auto`, only cells whose every
+  layer is in `AUTO_KINDS` and at least `AUTO_MIN_HIDDEN` units wide qualify (where the fused
+  path measured faster).
   """
-  if not isinstance(cell_fn, functools.partial) or cell_fn.keywords or len(cell_fn.args) != 1:
+  if not isinstance(cell_fn, BoundCell) or cell_fn.cell.fused is None:
     return None
-  kind = getattr(cell_fn.func, FUSED_ATTR, None)
-  if kind is None or not hasattr(inputs, 'shape') or jnp.ndim(inputs) != 3:
+  if not hasattr(inputs, 'shape') or jnp.ndim(inputs) != 3:
     return None
   if not jnp.issubdtype(jnp.result_type(inputs), jnp.floating):
     return None
-  params = cell_fn.args[0]
-  if kind[0] == 'stack':
-    if not isinstance(params, tuple) or len(params) != len(kind[1]):
+  kind, params = cell_fn.cell.fused, cell_fn.params
+  if isinstance(kind, tuple):
+    if not isinstance(params, tuple) or len(params) != len(kind):
       return None
-    layers, kinds, is_stack = params, kind[1], True
+    layers, kinds, is_stack = params, kind, True
   else:
-    layers, kinds, is_stack = (params,), (kind[0],), False
-  if not all(isinstance(p, dict) and 'w_i' in p for p in layers):
+    layers, kinds, is_stack = (params,), (kind,), False
+  if not all(isinstance(p, dict) and 'w_i' in p and 'w_h' in p for p in layers):
     return None
   if inputs.shape[-1] != layers[0]['w_i'].shape[0]:
     return None  # The generic path raises the cell's own clear error.

@@ -1,13 +1,17 @@
-"""`flax.linen` module: a recurrent layer whose cell and initial carry live in one param tree."""
+"""`flax.linen` module: a recurrent layer whose cell and initial carry live in one param tree.
 
-import functools
+A strategy's state (the gradient buffer of cleaning noise) lives in the variable collection
+'carry_state' (variable 'state'), and the initial carry of a stateful strategy goes through
+`Module.perturb('initial_carry', ...)`, so that the gradient at it can be taken with respect to
+the 'perturbations' collection and fed to `update_carry_state`.
+"""
+
 from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
 
-from initstate._src import cleaning as cleaning_lib
 from initstate._src import conditional as conditional_lib
 from initstate._src import strategies as strategies_lib
 from initstate._src import training as training_lib
@@ -15,13 +19,18 @@ from initstate._src.cells import RecurrentCell, as_cell, from_flax
 from initstate._src.scan import ScanOutput, scan_rnn
 from initstate._src.types import Array, Carry
 
+STATE_COLLECTION = 'carry_state'
+
 
 class RNN(nn.Module):
   """A recurrent layer: `scan_rnn` over a cell, started from an initial-carry strategy.
 
   Parameters: `params['cell']` (the cell's) and, for strategies with trainable values such as
   `learned`, `params['carry']` (a pytree shaped like the cell's carry). Noise is drawn from the
-  rng stream `carry_rng` (default `'carry'`) and only when `train=True`.
+  rng stream `carry_rng` (default `'carry'`) and only when `train=True`. A strategy with state
+  (`cleaning_noise`) keeps it in the collection 'carry_state' (variable 'state'), and its
+  initial carry goes through `self.perturb('initial_carry', ...)`, so that the gradient at it
+  can be taken with respect to the 'perturbations' collection (see `update_carry_state`).
 
   Attributes:
     cell: an initstate `RecurrentCell` (`lstm`, `gru`, `elman`, `stack`) or a `flax.linen` cell.
@@ -45,10 +54,6 @@ class RNN(nn.Module):
       `context` ([B, F]) start from `context_carry.apply(params['context_carry'], context)`
       (an initializer network whose params live in this layer's param tree); resets still
       use `carry`.
-    buffer_collection: with `carry=cleaning_noise(...)`, the variable collection holding the
-      gradient buffer (variable 'gradients'); the initial carry is also passed through
-      `self.perturb('initial_carry', ...)`, so the gradient at it can be taken with respect to
-      the 'perturbations' collection (see `update_carry_buffers`).
 
   Example:
     >>> import jax, jax.numpy as jnp, initstate
@@ -63,19 +68,20 @@ class RNN(nn.Module):
 
     Cleaning noise in a training step (the batch size is fixed at init, as `perturb` needs):
 
-    >>> model = initstate.nn.RNN(initstate.gru(8), carry=initstate.cleaning_noise(16))
+    >>> cleaning = initstate.cleaning_noise(16)
+    >>> model = initstate.nn.RNN(initstate.gru(8), carry=cleaning)
     >>> variables = model.init({'params': jax.random.key(0), 'carry': jax.random.key(1)}, x,
     ...                        train=False)
-    >>> params, buffers = variables['params'], variables['carry_buffer']
+    >>> params, carry_state = variables['params'], variables['carry_state']
     >>> def loss_fn(params, perturbations):
-    ...   out = model.apply({'params': params, 'carry_buffer': buffers,
+    ...   out = model.apply({'params': params, 'carry_state': carry_state,
     ...                      'perturbations': perturbations}, x, train=True,
     ...                     rngs={'carry': jax.random.key(2)})
     ...   return jnp.mean(out.outputs ** 2)
     >>> grads, carry_grads = jax.grad(loss_fn, argnums=(0, 1))(params,
     ...                                                       variables['perturbations'])
-    >>> buffers = initstate.nn.update_carry_buffers(buffers, carry_grads)
-    >>> int(buffers['gradients'].size())                              # one entry per sequence
+    >>> carry_state = initstate.nn.update_carry_state(cleaning, carry_state, carry_grads)
+    >>> int(carry_state['state'].size())                              # one entry per sequence
     2
   """
   cell: Any
@@ -92,7 +98,6 @@ class RNN(nn.Module):
   carry_rng: str = 'carry'
   per_example_noise: bool = False
   axis_name: Any = None
-  buffer_collection: str = 'carry_buffer'
   context_carry: conditional_lib.CarryMap | None = None
 
   def __post_init__(self):
@@ -140,25 +145,22 @@ class RNN(nn.Module):
                       f'{type(self.context_carry).__name__}.')
     cell_params = self.param('cell', cell.init, inputs.shape[-1])
     strategy = self.carry
-    cleaning = isinstance(strategy, cleaning_lib.CleaningNoise)
-    if not isinstance(strategy, (strategies_lib.CarryStrategy, cleaning_lib.CleaningNoise)):
-      raise TypeError('`carry` must be a CarryStrategy or a CleaningNoise, got '
-                      f'{type(strategy).__name__}.')
+    if not isinstance(strategy, strategies_lib.CarryStrategy):
+      raise TypeError(f'`carry` must be a CarryStrategy, got {type(strategy).__name__}.')
     template = cell.carry_template
     if jax.tree.leaves(jax.eval_shape(strategy.init, jax.random.key(0), template)):
       carry_params = self.param('carry', strategy.init, template)
     else:  # Nothing trainable (zeros, noisy): keep the param tree free of it.
       carry_params = strategy.init(None, template)
-    if cleaning:
-      if self.is_initializing() or self.has_variable(self.buffer_collection, 'gradients'):
-        buffer = self.variable(self.buffer_collection, 'gradients', strategy.init_buffer,
-                               template).value
+    stateful = strategy.is_stateful(template)
+    carry_state = strategy.init_state(template)
+    if stateful:
+      if self.is_initializing() or self.has_variable(STATE_COLLECTION, 'state'):
+        carry_state = self.variable(STATE_COLLECTION, 'state', strategy.init_state,
+                                    template).value
       elif train:
-        raise ValueError(f'cleaning_noise draws from its gradient buffer in training: pass '
-                         f'variables["{self.buffer_collection}"] to apply, or train=False.')
-      else:
-        buffer = strategy.init_buffer(template)  # Unused: no noise at evaluation.
-      strategy = strategy.with_buffer(buffer)
+        raise ValueError(f'this carry strategy keeps a state that training draws from: pass '
+                         f'variables["{STATE_COLLECTION}"] to apply, or train=False.')
 
     rng = None
     if train and strategy.needs_rng:
@@ -171,8 +173,9 @@ class RNN(nn.Module):
     def init_carry_fn(key, batch):
       if self.per_example_noise and key is not None:
         keys = training_lib.example_keys(key, batch, axis_name=self.axis_name)
-        return training_lib.per_example_carry(strategy, carry_params, keys, train=train)
-      return strategy.init_carry(carry_params, key, batch, train=train)
+        return training_lib.per_example_carry(strategy, carry_params, keys, train=train,
+                                              state=carry_state)
+      return strategy.init_carry(carry_params, key, batch, train=train, state=carry_state)
 
     if self.context_carry is not None:
       if context is None or initial_carry is not None:
@@ -187,47 +190,47 @@ class RNN(nn.Module):
     elif context is not None:
       raise ValueError('`context` needs a `context_carry` (e.g. initstate.from_context()).')
 
-    if cleaning and initial_carry is None:
+    if stateful and initial_carry is None:
       # Made here (with the key scan_rnn would use) so that its gradient can be read off.
       batch = inputs.shape[1 if self.time_major else 0]
       init_key = None if rng is None else jax.random.split(rng)[0]
       initial_carry = self.perturb('initial_carry', init_carry_fn(init_key, batch))
 
-    cell_fn = functools.partial(cell.apply, cell_params)  # lets scan_rnn fuse built-in cells
-
     return scan_rnn(
-        cell_fn, inputs, initial_carry, init_carry_fn=init_carry_fn, rng=rng,
+        cell.bind(cell_params), inputs, initial_carry, init_carry_fn=init_carry_fn, rng=rng,
         seq_lengths=seq_lengths, resets=resets, burn_in=self.burn_in,
         stop_gradient_burn_in=self.stop_gradient_burn_in, reverse=self.reverse,
         unroll=self.unroll, time_major=self.time_major, return_carries=self.return_carries,
         implementation=self.implementation, checkpoint_every=self.checkpoint_every)
 
 
-def update_carry_buffers(buffers: Any, carry_grads: Any, *, axis_name: Any = None,
-                         cross_device: str = 'gather') -> Any:
-  """Updates every cleaning-noise gradient buffer of a model from its carry gradients.
+def update_carry_state(strategy: strategies_lib.CarryStrategy, carry_state: Any,
+                       carry_grads: Any, *, axis_name: Any = None) -> Any:
+  """Updates every state of `strategy` in a model's 'carry_state' collection.
 
   Args:
-    buffers: the model's buffer collection (`variables['carry_buffer']`), a nested dict that
-      mirrors the module tree, with a `GradientBuffer` under 'gradients' in each RNN using
-      `cleaning_noise`.
+    strategy: the stateful strategy of the model's `RNN` layers (e.g. `cleaning_noise(...)`).
+    carry_state: the model's state collection (`variables['carry_state']`), a nested dict that
+      mirrors the module tree, with the strategy's state under 'state' in each `RNN`.
     carry_grads: the gradient with respect to the 'perturbations' collection, the same nesting
       with the initial carry's gradient (leaves [B, ...]) under 'initial_carry'.
-    axis_name, cross_device: as in `initstate.update_gradient_buffer`.
+    axis_name: the data axis under `pmap` / `shard_map`, as in `strategy.update_state`.
 
   Returns:
-    The updated buffer collection, with the same structure.
+    The updated collection, with the same structure.
   """
-  def walk(buf, grads, path):
+  if not isinstance(strategy, strategies_lib.CarryStrategy):
+    raise TypeError(f'`strategy` must be a CarryStrategy, got {type(strategy).__name__}.')
+
+  def walk(states, grads, path):
     out = {}
-    for key, value in buf.items():
-      if key == 'gradients' and isinstance(value, cleaning_lib.GradientBuffer):
+    for key, value in states.items():
+      if key == 'state' and not isinstance(value, Mapping):
         if not isinstance(grads, Mapping) or 'initial_carry' not in grads:
           raise ValueError(f'no gradient at "{"/".join(path) or "<root>"}/initial_carry" in '
                            '`carry_grads`: take the gradient with respect to the '
                            '"perturbations" collection of the same model.')
-        out[key] = cleaning_lib.update_gradient_buffer(
-            value, grads['initial_carry'], axis_name=axis_name, cross_device=cross_device)
+        out[key] = strategy.update_state(value, grads['initial_carry'], axis_name=axis_name)
       elif isinstance(value, Mapping):
         sub = grads.get(key, {}) if isinstance(grads, Mapping) else {}
         out[key] = walk(value, sub, path + (key,))
@@ -235,7 +238,7 @@ def update_carry_buffers(buffers: Any, carry_grads: Any, *, axis_name: Any = Non
         out[key] = value
     return out
 
-  if not isinstance(buffers, Mapping):
-    raise TypeError(f'`buffers` must be the buffer collection (a dict), got '
-                    f'{type(buffers).__name__}.')
-  return walk(buffers, carry_grads, ())
+  if not isinstance(carry_state, Mapping):
+    raise TypeError(f'`carry_state` must be the state collection (a dict), got '
+                    f'{type(carry_state).__name__}.')
+  return walk(carry_state, carry_grads, ())

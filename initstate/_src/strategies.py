@@ -4,7 +4,9 @@ Each strategy is a factory returning a `CarryStrategy`, a NamedTuple of pure fun
 style of optax:
 
   params = strategy.init(rng, template)        # template: a carry pytree of [H]-shaped leaves
-  carry = strategy.init_carry(params, rng, batch, train=True)   # leaves [*batch, H]
+  state = strategy.init_state(template)        # EmptyState() unless the strategy keeps state
+  carry = strategy.init_carry(params, rng, batch, train=True, state=state)  # leaves [*batch, H]
+  state = strategy.update_state(state, carry_grads)   # after the backward pass
 
 `template` is any pytree whose leaves have `.shape` and `.dtype` (arrays or
 `jax.ShapeDtypeStruct`, e.g. `cell.carry_template`), so LSTM pairs and stacks of layers work.
@@ -12,9 +14,14 @@ Strategies without trainable values (`zeros`, `noisy`) return a `CarrySpec`: a p
 leaves that only records the carry's structure, so it adds nothing to a param tree or to an
 optimiser state and passes through `jax.jit` as static data.
 
+State is what a strategy keeps across training steps that is not trained by the optimiser:
+cleaning noise keeps a buffer of recent gradients at the initial carry. Every other strategy
+keeps none: its state is `EmptyState()` and `update_state` returns it unchanged.
+
 Sources: learned carry (Hinton's RNN lecture; Gers, Schraudolph and Schmidhuber, JMLR 2002);
 noisy and noisy-learned carries (R2RT, "Non-Zero Initial States for Recurrent Neural Networks",
-2016): noise is on in training only, off at evaluation (`train=False`).
+2016): noise is on in training only, off at evaluation (`train=False`); a latent carry
+(Bowman et al., "Generating Sentences from a Continuous Space", CoNLL 2016).
 """
 
 import dataclasses
@@ -23,12 +30,11 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from initstate._src import checks
-from initstate._src.types import Array, Batch, Carry, Params, PRNGKey, normalize_batch
-
-Initializer = Callable[[PRNGKey, tuple[int, ...], Any], Array]
+from initstate._src import linear as linear_lib
+from initstate._src.types import (Array, Batch, Carry, Initializer, Params, PRNGKey,
+                                  normalize_batch)
 
 
 @jax.tree_util.register_static
@@ -70,22 +76,47 @@ class CarrySpec:
         jax.random.normal(k, batch + s, d) for k, s, d in zip(keys, self.shapes, self.dtypes)])
 
 
+class EmptyState(NamedTuple):
+  """The state of a strategy that keeps none (as optax's `EmptyState`)."""
+
+
+def _init_empty_state(template: Carry) -> EmptyState:
+  del template
+  return EmptyState()
+
+
+def _update_empty_state(state: Any, carry_grads: Carry, *, axis_name: Any = None) -> Any:
+  del carry_grads, axis_name
+  return state
+
+
 class CarryStrategy(NamedTuple):
   """An initial-carry strategy.
 
   Attributes:
     init: `(rng, template) -> params`; `rng` may be None where nothing is drawn.
-    init_carry: `(params, rng, batch, *, train) -> carry` with leaves `[*batch, *unit_shape]`.
+    init_carry: `(params, rng, batch, *, train, state=None) -> carry` with leaves
+      `[*batch, *unit_shape]`; `state` is what `init_state` / `update_state` keep (needed in
+      training by stateful strategies; ignored by the others).
     needs_rng: whether `init_carry` draws random numbers when `train=True` (and so needs a key).
+    init_state: `(template) -> state`; `EmptyState()` by default.
+    update_state: `(state, carry_grads, *, axis_name=None) -> state`, from the gradient of the
+      loss at the initial carry (leaves `[n, *unit]`, one row per sequence); the identity by
+      default. `axis_name` names the data axis under `pmap` / `shard_map`.
   """
   init: Callable[[PRNGKey | None, Carry], Params]
   init_carry: Callable[..., Carry]
   needs_rng: bool
+  init_state: Callable[[Carry], Any] = _init_empty_state
+  update_state: Callable[..., Any] = _update_empty_state
+
+  def is_stateful(self, template: Carry) -> bool:
+    """Whether the strategy keeps a state (with array leaves) for a carry like `template`."""
+    return bool(jax.tree.leaves(jax.eval_shape(self.init_state, template)))
 
 
 def _check_train(train: Any) -> None:
-  if not isinstance(train, (bool, np.bool_)):
-    raise TypeError(f'`train` must be a Python bool (static), got {type(train).__name__}.')
+  checks.flag(train, 'train')
 
 
 def _need_rng(rng: PRNGKey | None, name: str) -> None:
@@ -156,8 +187,9 @@ def zeros() -> CarryStrategy:
     del rng
     return CarrySpec.from_template(template)
 
-  def init_carry(params: Params, rng: PRNGKey | None, batch: Batch, *, train: bool) -> Carry:
-    del rng
+  def init_carry(params: Params, rng: PRNGKey | None, batch: Batch, *, train: bool,
+                 state: Any = None) -> Carry:
+    del rng, state
     _check_train(train)
     return _spec_of(params, 'zeros').zeros(normalize_batch(batch))
 
@@ -187,8 +219,9 @@ def learned(initial_value: float | Initializer = 0.0) -> CarryStrategy:
     [3.0, 3.0, 3.0, 3.0]
   """
 
-  def init_carry(params: Params, rng: PRNGKey | None, batch: Batch, *, train: bool) -> Carry:
-    del rng
+  def init_carry(params: Params, rng: PRNGKey | None, batch: Batch, *, train: bool,
+                 state: Any = None) -> Carry:
+    del rng, state
     _check_train(train)
     return _broadcast(_learned_params(params, 'learned'), normalize_batch(batch))
 
@@ -210,7 +243,9 @@ def noisy(stddev: float) -> CarryStrategy:
     del rng
     return CarrySpec.from_template(template)
 
-  def init_carry(params: Params, rng: PRNGKey | None, batch: Batch, *, train: bool) -> Carry:
+  def init_carry(params: Params, rng: PRNGKey | None, batch: Batch, *, train: bool,
+                 state: Any = None) -> Carry:
+    del state
     _check_train(train)
     spec = _spec_of(params, 'noisy')
     batch = normalize_batch(batch)
@@ -241,7 +276,9 @@ def noisy_learned(stddev: float, initial_value: float | Initializer = 0.0) -> Ca
   """
   checks.non_negative_scalar(stddev, 'stddev')
 
-  def init_carry(params: Params, rng: PRNGKey | None, batch: Batch, *, train: bool) -> Carry:
+  def init_carry(params: Params, rng: PRNGKey | None, batch: Batch, *, train: bool,
+                 state: Any = None) -> Carry:
+    del state
     _check_train(train)
     batch = normalize_batch(batch)
     carry = _broadcast(_learned_params(params, 'noisy_learned'), batch)
@@ -252,3 +289,54 @@ def noisy_learned(stddev: float, initial_value: float | Initializer = 0.0) -> Ca
     return jax.tree.map(lambda c, n: c + stddev * n, carry, noise)
 
   return CarryStrategy(_learned_init(initial_value, 'noisy_learned'), init_carry, needs_rng=True)
+
+
+def latent(latent_size: int, *, squash: linear_lib.Squash = jnp.tanh) -> CarryStrategy:
+  """A latent carry: `z ~ N(0, I)` `[*batch, Z]` mapped by a learned projection to the carry.
+
+  `init(rng, template)` makes a carry-shaped tree of linear heads (`LinearParams`: kernel
+  `[Z, *unit]`, bias `[*unit]`); `init_carry(params, rng, batch, *, train, z=None)` returns
+  `squash(z @ kernel + bias)` per leaf, with z drawn from `rng` when `train=True`, the prior
+  mean z = 0 when `train=False` (deterministic: the carry is `squash(bias)`), or the given `z`
+  (`[*batch, Z]`) in either mode, e.g. a fixed z to generate from (Bowman et al. 2016).
+
+  Args:
+    latent_size: Z, the latent dimension.
+    squash: applied to every produced leaf (default tanh); None for linear.
+
+  Example:
+    >>> import jax, initstate
+    >>> strategy = initstate.latent(2)
+    >>> params = strategy.init(jax.random.key(0), initstate.gru(4).carry_template)
+    >>> carry = strategy.init_carry(params, jax.random.key(1), 3, train=True)   # z ~ N(0, I)
+    >>> carry.shape
+    (3, 4)
+  """
+  latent_size = checks.positive_int(latent_size, 'latent_size')
+  linear_lib.check_squash(squash)
+
+  def init(rng: PRNGKey | None, template: Carry) -> Params:
+    CarrySpec.from_template(template)
+    if rng is None:
+      raise ValueError('`latent` draws its projection at init and needs a PRNG key.')
+    checks.prng_key(rng, 'rng')
+    return linear_lib.heads_init(rng, latent_size, template)
+
+  def init_carry(params: Params, rng: PRNGKey | None, batch: Batch, *, train: bool,
+                 state: Any = None, z: Array | None = None) -> Carry:
+    del state
+    _check_train(train)
+    batch = normalize_batch(batch)
+    dtype = linear_lib.heads_dtype(params)
+    if z is not None:
+      z = jnp.asarray(z)
+      if z.shape != batch + (latent_size,):
+        raise ValueError(f'`z` must be [*batch, Z] = {batch + (latent_size,)}, got {z.shape}.')
+    elif train:
+      _need_rng(rng, 'latent')
+      z = jax.random.normal(rng, batch + (latent_size,), dtype)
+    else:
+      z = jnp.zeros(batch + (latent_size,), dtype)
+    return linear_lib.heads_apply(params, z, squash)
+
+  return CarryStrategy(init, init_carry, needs_rng=True)

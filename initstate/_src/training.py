@@ -5,14 +5,16 @@ The same step runs on one device, over a device mesh under `jax.jit` (batch shar
 `axis_name` (gradients averaged with `lax.pmean`), and gives the same parameters in all three
 to float32 tolerance, because every random draw is tied to an example, not to a device:
 
-  state = initstate.TrainState.create(params, optimizer, rng)
-  step = initstate.train_step(loss_fn, optimizer)                 # or axis_name='data' in pmap
+  state = TrainState.create(params, optimizer, rng, strategy.init_state(cell.carry_template))
+  step = train_step(loss_fn, optimizer, strategy=strategy)   # or axis_name='data' in pmap
   state, loss = jax.jit(step)(state, batch)
 
-`loss_fn(params, batch, rng)` returns the mean loss over the batch's examples. Draw carry noise
-with `example_keys(rng, B)` (one key per example, folded from its global index) and
-`per_example_carry(strategy, carry_params, keys, train=True)`, so that an example gets the same
-noise whichever device it lands on.
+`loss_fn(params, batch, rng, initial_carry)` returns the mean loss over the batch's examples.
+`initial_carry(carry_params, keys)` gives each example's initial carry from the strategy (keys
+[B] from `example_keys(rng, B)`, one per example, folded from its global index), so that an
+example gets the same noise whichever device it lands on. The step keeps the strategy's state
+(the cleaning-noise buffer) in `TrainState.carry_state` and updates it from the gradient at
+that carry; stateless strategies keep `EmptyState()`.
 """
 
 import functools
@@ -25,7 +27,6 @@ import numpy as np
 import optax
 
 from initstate._src import checks
-from initstate._src import cleaning as cleaning_lib
 from initstate._src import strategies as strategies_lib
 from initstate._src.types import Array, Carry, Params, PRNGKey
 
@@ -38,19 +39,19 @@ class TrainState(NamedTuple):
     opt_state: the optax optimiser's state.
     step: int32 scalar, steps taken.
     rng: the PRNG key the next step splits from.
-    carry_state: what the carry strategy keeps across steps: the `GradientBuffer` of
-      cleaning noise, or `()`.
+    carry_state: what the carry strategy keeps across steps (`strategy.init_state(template)`):
+      the `GradientBuffer` of cleaning noise, or `EmptyState()`.
   """
   params: Params
   opt_state: Any
   step: Array
   rng: PRNGKey
-  carry_state: Any = ()
+  carry_state: Any = strategies_lib.EmptyState()
 
   @classmethod
   def create(cls, params: Params, optimizer: optax.GradientTransformation, rng: PRNGKey,
-             carry_state: Any = ()) -> 'TrainState':
-    """A fresh state; pass `cleaning.init_buffer(template)` as `carry_state` for cleaning."""
+             carry_state: Any = strategies_lib.EmptyState()) -> 'TrainState':
+    """A fresh state; `carry_state` is `strategy.init_state(cell.carry_template)`."""
     _check_optimizer(optimizer)
     checks.prng_key(rng, 'rng')
     return cls(params, optimizer.init(params), jnp.zeros((), jnp.int32), rng, carry_state)
@@ -72,17 +73,17 @@ def example_keys(rng: PRNGKey, batch_size: int, *, axis_name: Any = None) -> Arr
 
 
 def per_example_carry(strategy: strategies_lib.CarryStrategy, params: Params, keys: Array, *,
-                      train: bool) -> Carry:
+                      train: bool, state: Any = None) -> Carry:
   """The strategy's carry drawn per example: keys [B] -> carry leaves [B, ...].
 
   Example b's carry depends only on `keys[b]`, not on the batch it sits in (unlike
-  `strategy.init_carry(params, rng, B, ...)`, whose draw depends on B).
+  `strategy.init_carry(params, rng, B, ...)`, whose draw depends on B). `state` is the
+  strategy's state, as in `init_carry`.
   """
   if not isinstance(strategy, strategies_lib.CarryStrategy):
-    raise TypeError(f'`strategy` must be a CarryStrategy, got {type(strategy).__name__} (for '
-                    'cleaning noise, use `cleaning.with_buffer(buffer)`).')
+    raise TypeError(f'`strategy` must be a CarryStrategy, got {type(strategy).__name__}.')
   checks.prng_key(keys, 'keys', batch_dims=1)
-  return jax.vmap(lambda k: strategy.init_carry(params, k, (), train=train))(keys)
+  return jax.vmap(lambda k: strategy.init_carry(params, k, (), train=train, state=state))(keys)
 
 
 def _check_optimizer(optimizer: Any) -> None:
@@ -106,77 +107,91 @@ def train_step(
     loss_fn: Callable[..., Array],
     optimizer: optax.GradientTransformation,
     *,
+    strategy: strategies_lib.CarryStrategy | None = None,
     axis_name: Any = None,
-    cleaning: cleaning_lib.CleaningNoise | None = None,
 ) -> Callable[[TrainState, Any], tuple[TrainState, Array]]:
   """A training step `(state, batch) -> (state, loss)`: gradient, optax update, new key.
 
   Args:
-    loss_fn: `(params, batch, rng) -> scalar`, the mean loss over the batch's examples (leaves
-      of `batch` are [B, ...]). With `cleaning`, `(params, batch, rng, initial_carry) ->
-      scalar`, where `initial_carry(carry_params, keys)` gives the cleaning-noise carry of
-      each example (keys [B] from `example_keys`): use it as the initial carry, so that the
-      step can read the gradient at it.
+    loss_fn: `(params, batch, rng, initial_carry) -> scalar`, the mean loss over the batch's
+      examples (leaves of `batch` are [B, ...]). `initial_carry(carry_params, keys)` gives
+      each example's training carry from `strategy` (keys [B] from `example_keys`), drawn with
+      the state in `state.carry_state`; it is None when no `strategy` is given. Start the
+      recurrence from it, so that the step can read the gradient there.
     optimizer: an optax `GradientTransformation`.
+    strategy: the initial-carry strategy behind `initial_carry`. A strategy with state
+      (`cleaning_noise`) has its state updated after every step: with one row per example,
+      the gradient of that example's own loss at its initial carry (the batch-mean loss's
+      gradient times the number of examples on the device), gathered over `axis_name` in
+      global example order. `loss_fn` must then call `initial_carry` exactly once.
     axis_name: under `jax.pmap` (or `shard_map`), the data axis name: the loss and the
       gradients are averaged over it (`lax.pmean`), so every device takes the same update.
       None on one device and for `jax.jit` over a mesh (see `shard_batch`).
-    cleaning: a `cleaning_noise(...)` strategy whose `GradientBuffer` is `state.carry_state`.
-      After each step the buffer receives one entry per example: the gradient of that
-      example's own loss at its initial carry (the batch-mean loss's gradient times the
-      number of examples on the device), gathered over `axis_name` in global example order.
 
   Returns:
     The step function; wrap it in `jax.jit` or `jax.pmap(..., axis_name=axis_name)`.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, initstate
-    >>> def loss_fn(params, batch, rng):
-    ...   del rng                                      # no noise in this loss
+    >>> from initstate import training
+    >>> def loss_fn(params, batch, rng, initial_carry):
+    ...   del rng, initial_carry                       # no recurrence in this loss
     ...   return jnp.mean((batch['x'] @ params['w'] - batch['y']) ** 2)
     >>> optimizer = optax.sgd(0.5)
-    >>> state = initstate.TrainState.create({'w': jnp.zeros((2,))}, optimizer,
-    ...                                     jax.random.key(0))
-    >>> step = jax.jit(initstate.train_step(loss_fn, optimizer))
+    >>> state = training.TrainState.create({'w': jnp.zeros((2,))}, optimizer,
+    ...                                    jax.random.key(0))
+    >>> step = jax.jit(training.train_step(loss_fn, optimizer))
     >>> batch = {'x': jnp.eye(2), 'y': jnp.array([1.0, -1.0])}
     >>> for _ in range(50):
     ...   state, loss = step(state, batch)
     >>> int(state.step), [round(float(w), 3) for w in state.params['w']]
     (50, [1.0, -1.0])
   """
-  checks.callable_(loss_fn, 'loss_fn', '(params, batch, rng[, initial_carry]) -> scalar')
+  checks.callable_(loss_fn, 'loss_fn', '(params, batch, rng, initial_carry) -> scalar')
   _check_optimizer(optimizer)
-  if cleaning is not None and not isinstance(cleaning, cleaning_lib.CleaningNoise):
-    raise TypeError(f'`cleaning` must be a CleaningNoise (from `cleaning_noise`) or None, got '
-                    f'{type(cleaning).__name__}.')
+  if strategy is not None and not isinstance(strategy, strategies_lib.CarryStrategy):
+    raise TypeError(f'`strategy` must be a CarryStrategy or None, got '
+                    f'{type(strategy).__name__}.')
 
   def step(state: TrainState, batch: Any) -> tuple[TrainState, Array]:
     if not isinstance(state, TrainState):
       raise TypeError(f'`state` must be a TrainState (TrainState.create(params, optimizer, '
                       f'rng)), got {type(state).__name__}.')
-    batch_size = _batch_size(batch)
+    _batch_size(batch)
     rng, step_rng = jax.random.split(state.rng)
     carry_state = state.carry_state
-    if cleaning is None:
-      loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, step_rng)
+    stateful = strategy is not None and bool(jax.tree.leaves(carry_state))
+
+    def make_initial_carry(probe, calls):
+      def initial_carry(carry_params, keys):
+        carry = per_example_carry(strategy, carry_params, keys, train=True, state=carry_state)
+        calls.append(jax.tree.map(lambda c: jax.ShapeDtypeStruct(c.shape, c.dtype), carry))
+        return carry if probe is None else jax.tree.map(jnp.add, carry, probe)
+      return None if strategy is None else initial_carry
+
+    if not stateful:
+      loss, grads = jax.value_and_grad(
+          lambda p: loss_fn(p, batch, step_rng, make_initial_carry(None, [])))(state.params)
     else:
-      if not isinstance(carry_state, cleaning_lib.GradientBuffer):
-        raise TypeError('with `cleaning`, `state.carry_state` must be its GradientBuffer: '
-                        'TrainState.create(..., carry_state=cleaning.init_buffer(template)).')
-      probe = jax.tree.map(lambda v: jnp.zeros((batch_size,) + v.shape[1:], v.dtype),
-                           carry_state.values)
+      # The gradient at each example's initial carry, through a zero probe added to it. Its
+      # shape is read off one abstract evaluation of the loss.
+      calls = []
+      jax.eval_shape(lambda p: loss_fn(p, batch, step_rng, make_initial_carry(None, calls)),
+                     state.params)
+      if len(calls) != 1:
+        raise ValueError(f'with a stateful strategy, `loss_fn` must start the recurrence from '
+                         f'`initial_carry(carry_params, keys)` exactly once (it called it '
+                         f'{len(calls)} times), so that the step can read the gradient there.')
+      probe = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), calls[0])
 
       def probed_loss(params, probe):
-        def initial_carry(carry_params, keys):
-          carry = jax.vmap(lambda k: cleaning.init_carry(
-              carry_params, carry_state, k, (), train=True))(keys)
-          return jax.tree.map(jnp.add, carry, probe)
-        return loss_fn(params, batch, step_rng, initial_carry)
+        return loss_fn(params, batch, step_rng, make_initial_carry(probe, []))
 
       loss, (grads, carry_grads) = jax.value_and_grad(probed_loss, argnums=(0, 1))(
           state.params, probe)
-      carry_grads = jax.tree.map(lambda g: g * batch_size, carry_grads)
-      carry_state = cleaning.update(carry_state, carry_grads, axis_name=axis_name)
+      rows = jax.tree.leaves(probe)[0].shape[0]
+      carry_grads = jax.tree.map(lambda g: g * rows, carry_grads)
+      carry_state = strategy.update_state(carry_state, carry_grads, axis_name=axis_name)
     if axis_name is not None:
       loss, grads = jax.lax.pmean((loss, grads), axis_name)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)

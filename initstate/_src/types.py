@@ -4,6 +4,7 @@ Shape letters used in docstrings throughout the package: B batch, T time, D inpu
 H hidden units, L layers, V vocabulary, F output features.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -15,6 +16,8 @@ PRNGKey = jax.Array
 Carry = Any
 Params = Any
 Batch = int | tuple[int, ...]
+# `(key, shape, dtype) -> array`, as in `jax.nn.initializers`.
+Initializer = Callable[[PRNGKey, tuple[int, ...], Any], Array]
 
 
 def normalize_batch(batch: Batch) -> tuple[int, ...]:
