@@ -13,7 +13,7 @@ Submodules, loaded on first use: `initstate.nn` (Flax linen layers), `initstate.
 
 import importlib
 from importlib import metadata as _metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from initstate._src.cells import as_cell
 from initstate._src.cells import BoundCell
@@ -56,6 +56,8 @@ except _metadata.PackageNotFoundError:  # Run from a source tree that was never 
   __version__ = '0+unknown'
 
 _SUBMODULES = ('convert', 'nn', 'tasks', 'training')
+if TYPE_CHECKING:  # For type checkers and IDEs; at run time they load on first use.
+  from initstate import convert, nn, tasks, training
 
 
 def __getattr__(name: str) -> Any:

@@ -164,7 +164,8 @@ def _draw(initializer: Initializer, key: PRNGKey, shape: tuple[int, ...], dtype:
   return initializer(key, shape, dtype)
 
 
-def _template(hidden_size: int, dtype: Any) -> jax.ShapeDtypeStruct:
+def _template(hidden_size: int, dtype: Any) -> Any:
+  """One carry leaf of one example: a `jax.ShapeDtypeStruct` [H]."""
   return jax.ShapeDtypeStruct((hidden_size,), jnp.dtype(dtype))
 
 
@@ -323,12 +324,12 @@ def stack(cells: Sequence[RecurrentCell]) -> RecurrentCell:
                        f'carry with {len(carry)} entries; pass one per layer.')
     new_carry = []
     for cell, p, c in zip(cells, params, carry):
-      c, x = cell.apply(p, c, x)
-      new_carry.append(c)
+      new_c, x = cell.apply(p, c, x)
+      new_carry.append(new_c)
     return tuple(new_carry), x
 
-  kinds = tuple(c.fused for c in cells)
-  fused = kinds if all(isinstance(k, str) for k in kinds) else None
+  kinds = tuple(c.fused for c in cells if isinstance(c.fused, str))
+  fused = kinds if len(kinds) == len(cells) else None  # Every layer a built-in fused kind.
   return RecurrentCell(init, apply, tuple(c.carry_template for c in cells),
                        cells[-1].output_size, fused=fused)
 

@@ -6,6 +6,7 @@ nothing here reads a traced value.
 from typing import Any
 
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 
@@ -67,11 +68,11 @@ def prng_key(rng: Any, name: str = 'rng', batch_dims: int = 0) -> None:
   example (typed [B], raw [B, 2]).
   """
   dtype = getattr(rng, 'dtype', None)
-  shape = tuple(getattr(rng, 'shape', ()))
-  typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+  shape: tuple[int, ...] = tuple(getattr(rng, 'shape', ()))
+  typed = dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
   if typed and len(shape) == batch_dims:
     return
-  if dtype == jnp.uint32 and len(shape) == batch_dims + 1 and shape[-1] == 2:
+  if dtype == jnp.uint32 and len(shape) == batch_dims + 1 and shape[batch_dims] == 2:
     return
   what = type(rng).__name__ if dtype is None else f'{type(rng).__name__} {dtype}{list(shape)}'
   if batch_dims == 0:
@@ -80,6 +81,16 @@ def prng_key(rng: Any, name: str = 'rng', batch_dims: int = 0) -> None:
                     f'{what}{hint}.')
   raise TypeError(f'`{name}` must hold one PRNG key per example ({batch_dims} batch dim), got '
                   f'{what}.')
+
+
+def required_prng_key(rng: Any, strategy: str) -> jax.Array:
+  """`rng` for a strategy that draws noise in training: a clear error if it is None."""
+  if rng is None:
+    raise ValueError(f'`{strategy}` draws noise when train=True and needs a PRNG key: pass `rng` '
+                     '(for initstate.nn.RNN, rngs={"carry": key}), or pass train=False for '
+                     'the noise-free carry.')
+  prng_key(rng, 'rng')
+  return rng
 
 
 def optional_prng_key(rng: Any, name: str = 'rng') -> None:

@@ -46,7 +46,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from initstate._src import checks
 from initstate._src import strategies as strategies_lib
@@ -108,15 +107,14 @@ def update_gradient_buffer(buffer: GradientBuffer, carry_grads: Carry, *,
                      f'{jax.tree.structure(carry_grads)}.')
   g_leaves = jax.tree.leaves(carry_grads)
   b_leaves = jax.tree.leaves(buffer.values)
-  rows = None
   for g, b in zip(g_leaves, b_leaves):
     if jnp.ndim(g) != b.ndim or tuple(jnp.shape(g)[1:]) != b.shape[1:]:
       raise ValueError(f'`carry_grads` leaves must be [n, *unit] with unit shape '
                        f'{b.shape[1:]}, got shape {jnp.shape(g)}.')
-    if rows is not None and g.shape[0] != rows:
-      raise ValueError('`carry_grads` leaves must share the row count n, got shapes '
-                       f'{[jnp.shape(x) for x in g_leaves]}.')
-    rows = g.shape[0]
+  rows = int(jnp.shape(g_leaves[0])[0])
+  if any(jnp.shape(g)[0] != rows for g in g_leaves):
+    raise ValueError('`carry_grads` leaves must share the row count n, got shapes '
+                     f'{[jnp.shape(x) for x in g_leaves]}.')
   if axis_name is not None:
     if cross_device == 'gather':
       carry_grads = jax.lax.all_gather(carry_grads, axis_name, axis=0, tiled=True)
@@ -227,7 +225,7 @@ def cleaning_noise(
         entry = jnp.reshape(picked, batch + unit)       # picked[n, u] = flat[idx[n, u], u]
       if sign == 'unit':
         entry = entry * jax.random.rademacher(sk, batch + unit, leaf.dtype)
-      elif sign == 'vector':
+      elif vector_sign is not None:  # sign == 'vector'
         entry = entry * jnp.reshape(vector_sign, batch + (1,) * len(unit)).astype(leaf.dtype)
       out.append(jnp.where(size > 0, scale * entry, jnp.zeros_like(entry)))
     return jax.lax.stop_gradient(jax.tree.unflatten(treedef, out))
@@ -245,11 +243,7 @@ def cleaning_noise(
                        '`state` (from `init_state(template)`, then `update_state`), or '
                        'train=False.')
     buffer = _check_buffer(state, params)
-    if rng is None:
-      raise ValueError('`cleaning_noise` draws noise when train=True and needs a PRNG key: '
-                       'pass `rng` (for initstate.nn.RNN, rngs={"carry": key}), or pass '
-                       'train=False for the noise-free carry.')
-    checks.prng_key(rng, 'rng')
+    rng = checks.required_prng_key(rng, 'cleaning_noise')
     return jax.tree.map(jnp.add, carry, deviation(buffer, rng, batch))
 
   def update_state(state: GradientBuffer, carry_grads: Carry, *,

@@ -89,7 +89,8 @@ def from_context(
     k_hidden, k_heads = jax.random.split(rng)
     sizes = (context_size,) + hidden_sizes
     keys = jax.random.split(k_hidden, max(len(hidden_sizes), 1))
-    hidden = [linear_lib.linear_init(k, a, (b,), dtype) for k, a, b in zip(keys, sizes[:-1], sizes[1:])]
+    hidden = [linear_lib.linear_init(k, a, (b,), dtype)
+              for k, a, b in zip(keys, sizes[:-1], sizes[1:])]
     return {'hidden': hidden, 'heads': linear_lib.heads_init(k_heads, sizes[-1], template)}
 
   def apply(params: Params, context: Array) -> Carry:

@@ -64,7 +64,7 @@ class DecodeOutput(NamedTuple):
   final_carry: Carry
 
 
-def _token(value: Any, name: str) -> Array:
+def _token(value: Any, name: str) -> Any:
   """Checks a scalar token id (Python int or integer scalar array); returns it as int32 [].
 
   Python ints become NumPy scalars, which stay concrete (and so range-checkable) under `jit`.
@@ -280,7 +280,7 @@ def decode(
     _check_carry(new_carry, carry)
     _check_in_vocab(start, 'start_token', vocab_size)
     _check_in_vocab(end, 'end_token', vocab_size)
-    if method == 'greedy':
+    if method == 'greedy' or rng is None:  # rng is None only for greedy decoding (checked).
       chosen = jnp.argmax(logits, axis=-1)
     else:
       chosen = jax.random.categorical(jax.random.fold_in(rng, t), logits / temperature, axis=-1)

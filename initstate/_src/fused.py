@@ -4,8 +4,8 @@
 field names a fused recurrence (`initstate.lstm`, `initstate.gru`, or a `stack` of them), and
 the inputs are one array:
 automatically (`implementation='auto'`) for LSTMs of at least `AUTO_MIN_HIDDEN` units, where
-it measured faster, and on request (`'fused'`) otherwise. The maths are the cells' own; what changes is how the
-work is laid out (the cuDNN recipe):
+it measured faster, and on request (`'fused'`) otherwise. The maths are the cells' own; what
+changes is how the work is laid out (the cuDNN recipe):
 
 * the input projection runs inside the loop as one matmul per step (hoisting all T steps
   into one [T*B, D] @ [D, G*H] matmul before the loop measured slower on CPU: one more
@@ -74,7 +74,7 @@ def plan(cell_fn: Any, inputs: Any, auto: bool = False
   return layers, kinds, is_stack
 
 
-def _where(mask: Array | None, a: Array, b: Array) -> Array:
+def _where(mask: Array, a: Array, b: Array) -> Array:
   """mask [B] selects a over b for leaves [B, H]."""
   return jnp.where(mask[:, None], a, b)
 
@@ -102,12 +102,12 @@ def _weight_grads(das: Array, inputs: Array) -> Array:
 def _shift_in(first: Array, seq: Array, reset: Array | None, reset_seq: Array | None) -> Array:
   """The carry going into every step: [first, seq[:-1]], replaced by reset_seq where reset."""
   prev = jnp.concatenate([first[None], seq[:-1]], axis=0)
-  if reset is None:
+  if reset is None or reset_seq is None:
     return prev
   return jnp.where(reset[:, :, None], reset_seq, prev)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _lstm_op(has_valid: bool, has_reset: bool, all_carries: bool = True):
   """A custom-VJP LSTM over [T, B, D], specialised on whether masks and resets are present.
 
@@ -119,7 +119,7 @@ def _lstm_op(has_valid: bool, has_reset: bool, all_carries: bool = True):
   outputs shifted by one (or the reset carries), and tanh(c') is recomputed.
   """
 
-  def forward(params, xs, h0, c0, valid, reset, reset_h, reset_c, save):
+  def forward(params, xs, h0, c0, valid, reset, reset_h, reset_c, save) -> Any:
     w_i, w_h = params['w_i'], params['w_h']
     b = jnp.reshape(params['b'], (1, -1))
     hidden = w_h.shape[0]
@@ -210,7 +210,7 @@ def _lstm_op(has_valid: bool, has_reset: bool, all_carries: bool = True):
 # with x_* = x w_i* + b_i*, h_* = h w_h* + b_h*.
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _gru_op(has_valid: bool, has_reset: bool):
   """A custom-VJP GRU over [T, B, D], specialised on whether masks and resets are present.
 
@@ -218,7 +218,7 @@ def _gru_op(has_valid: bool, has_reset: bool):
   hidden-side candidate term h_n; the carry going into each step is the shifted output.
   """
 
-  def forward(params, xs, h0, valid, reset, reset_h, save):
+  def forward(params, xs, h0, valid, reset, reset_h, save) -> Any:
     w_i, w_h = params['w_i'], params['w_h']
     b_i = jnp.reshape(params['b_i'], (1, -1))
     b_h = jnp.reshape(params['b_h'], (1, -1))
@@ -312,7 +312,7 @@ def _layer(kind: str, params: Any, xs: Array, carry: Any, valid: Array | None,
   return hs[-1], hs, hs
 
 
-def run(plan_: tuple[Any, tuple[str, ...]], xs: Array, carry: Any, valid: Array | None,
+def run(plan_: tuple[Any, tuple[str, ...], bool], xs: Array, carry: Any, valid: Array | None,
         reset: Array | None, reset_carries: Any,
         all_carries: bool = True) -> tuple[Any, Array, Any]:
   """Runs a planned cell over time-major inputs.

@@ -111,7 +111,7 @@ def bayes_step_losses(hmm: HMM, symbols: Array) -> Array:
     raise ValueError(f'`symbols` must be an int array [N, T], got {symbols.dtype} '
                      f'{symbols.shape}.')
   num_symbols = hmm.emission.shape[1]
-  if not isinstance(symbols, jax.core.Tracer):
+  if checks.is_concrete(symbols):
     lo, hi = int(symbols.min(initial=0)), int(symbols.max(initial=0))
     if lo < 0 or hi >= num_symbols:
       raise ValueError(f'`symbols` must lie in [0, V) = [0, {num_symbols}), got values in '

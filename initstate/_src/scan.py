@@ -207,7 +207,7 @@ def scan_rnn(
 
   frame = _to_processing_frame(inputs, cfg)
   reset_carries = None
-  if cfg.plan is not None and cfg.resets is not None:
+  if cfg.plan is not None and cfg.resets is not None and init_carry_fn is not None:
     # Every step's fresh carry, drawn with the same keys as the generic path: leaves [T, B, ...].
     reset_carries = jax.vmap(lambda t: init_carry_fn(
         None if reset_key is None else jax.random.fold_in(reset_key, t), cfg.batch))(
@@ -229,7 +229,7 @@ class _Config(NamedTuple):
   burn_in: int
   stop_gradient_burn_in: bool
   reverse: bool
-  unroll: int | bool
+  unroll: Any                   # int >= 1 or bool, as in jax.lax.scan.
   time_major: bool
   return_carries: bool
   plan: Any                     # the fused plan, or None for the generic path.
@@ -328,7 +328,7 @@ def _check_carries(cell_fn: CellFn, inputs: Any, initial_carry: Carry,
                        f'{jnp.shape(leaf)}.')
   x_0 = jax.tree.map(lambda x: x[0] if cfg.time_major else x[:, 0], inputs)
   _check_step(cell_fn, initial_carry, x_0, inputs)
-  if cfg.resets is not None:
+  if cfg.resets is not None and init_carry_fn is not None:
     _check_fresh_carry(init_carry_fn, reset_key, cfg.batch, initial_carry)
 
 
@@ -380,7 +380,7 @@ def _generic_runner(cell_fn: CellFn, init_carry_fn: InitCarryFn | None,
   def step(carry, scanned):
     x_t, valid_t, reset_t, t = scanned
     held = carry
-    if reset_t is not None:
+    if reset_t is not None and init_carry_fn is not None:
       key_t = None if reset_key is None else jax.random.fold_in(reset_key, t)
       carry = where_batch(reset_t, init_carry_fn(key_t, cfg.batch), carry)
     new_carry, y = cell_fn(carry, x_t)
@@ -447,8 +447,9 @@ def _run(run_segment, initial_carry: Carry, timed: dict[str, Any], cfg: _Config)
 def _from_processing_frame(ys: Any, cs: Carry | None, frame: _Frame, cfg: _Config):
   """Outputs, loss mask and carries back in the caller's order and layout."""
   mask = loss_mask(frame.lengths, cfg.num_steps, burn_in=cfg.burn_in, time_major=True)
-  if frame.flip is not None:
-    ys, mask, cs = jax.tree.map(lambda y: _take_time(y, frame.flip), (ys, mask, cs))
+  flip = frame.flip
+  if flip is not None:
+    ys, mask, cs = jax.tree.map(lambda y: _take_time(y, flip), (ys, mask, cs))
   if not cfg.time_major:
     ys, mask, cs = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), (ys, mask, cs))
   return ys, mask, cs

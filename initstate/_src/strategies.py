@@ -119,12 +119,6 @@ def _check_train(train: Any) -> None:
   checks.flag(train, 'train')
 
 
-def _need_rng(rng: PRNGKey | None, name: str) -> None:
-  if rng is None:
-    raise ValueError(f'`{name}` draws noise when train=True and needs a PRNG key: pass `rng` '
-                     '(for initstate.nn.RNN, rngs={"carry": key}), or pass train=False for '
-                     'the noise-free carry.')
-  checks.prng_key(rng, 'rng')
 
 
 def _spec_of(params: Params, name: str) -> 'CarrySpec':
@@ -251,7 +245,7 @@ def noisy(stddev: float) -> CarryStrategy:
     batch = normalize_batch(batch)
     if not train:
       return spec.zeros(batch)
-    _need_rng(rng, 'noisy')
+    rng = checks.required_prng_key(rng, 'noisy')
     return jax.tree.map(lambda n: stddev * n, spec.normal(rng, batch))
 
   return CarryStrategy(init, init_carry, needs_rng=True)
@@ -284,7 +278,7 @@ def noisy_learned(stddev: float, initial_value: float | Initializer = 0.0) -> Ca
     carry = _broadcast(_learned_params(params, 'noisy_learned'), batch)
     if not train:
       return carry
-    _need_rng(rng, 'noisy_learned')
+    rng = checks.required_prng_key(rng, 'noisy_learned')
     noise = CarrySpec.from_template(params).normal(rng, batch)
     return jax.tree.map(lambda c, n: c + stddev * n, carry, noise)
 
@@ -333,7 +327,7 @@ def latent(latent_size: int, *, squash: linear_lib.Squash = jnp.tanh) -> CarrySt
       if z.shape != batch + (latent_size,):
         raise ValueError(f'`z` must be [*batch, Z] = {batch + (latent_size,)}, got {z.shape}.')
     elif train:
-      _need_rng(rng, 'latent')
+      rng = checks.required_prng_key(rng, 'latent')
       z = jax.random.normal(rng, batch + (latent_size,), dtype)
     else:
       z = jnp.zeros(batch + (latent_size,), dtype)

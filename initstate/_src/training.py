@@ -50,7 +50,7 @@ class TrainState(NamedTuple):
 
   @classmethod
   def create(cls, params: Params, optimizer: optax.GradientTransformation, rng: PRNGKey,
-             carry_state: Any = strategies_lib.EmptyState()) -> 'TrainState':
+             carry_state: Any = strategies_lib.EmptyState()) -> 'TrainState':  # noqa: B008
     """A fresh state; `carry_state` is `strategy.init_state(cell.carry_template)`."""
     _check_optimizer(optimizer)
     checks.prng_key(rng, 'rng')
@@ -96,11 +96,11 @@ def _batch_size(batch: Any) -> int:
   leaves = jax.tree.leaves(batch)
   if not leaves:
     raise ValueError('`batch` has no arrays.')
-  sizes = {jnp.shape(l)[0] if jnp.ndim(l) else None for l in leaves}
-  if len(sizes) != 1 or None in sizes:
+  sizes = {jnp.shape(l)[0] if jnp.ndim(l) else -1 for l in leaves}
+  if len(sizes) != 1 or -1 in sizes:
     raise ValueError(f'every `batch` leaf must have the same leading batch dim, got shapes '
                      f'{[jnp.shape(l) for l in leaves]}.')
-  return sizes.pop()
+  return int(sizes.pop())
 
 
 def train_step(
@@ -160,16 +160,20 @@ def train_step(
     _batch_size(batch)
     rng, step_rng = jax.random.split(state.rng)
     carry_state = state.carry_state
-    stateful = strategy is not None and bool(jax.tree.leaves(carry_state))
+    if strategy is None:
+      loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, step_rng, None)
+      return _apply(state, rng, grads, loss, carry_state)
+
+    strategy_ = strategy  # Narrowed to a CarryStrategy for the closure.
 
     def make_initial_carry(probe, calls):
       def initial_carry(carry_params, keys):
-        carry = per_example_carry(strategy, carry_params, keys, train=True, state=carry_state)
+        carry = per_example_carry(strategy_, carry_params, keys, train=True, state=carry_state)
         calls.append(jax.tree.map(lambda c: jax.ShapeDtypeStruct(c.shape, c.dtype), carry))
         return carry if probe is None else jax.tree.map(jnp.add, carry, probe)
-      return None if strategy is None else initial_carry
+      return initial_carry
 
-    if not stateful:
+    if not jax.tree.leaves(carry_state):  # A stateless strategy.
       loss, grads = jax.value_and_grad(
           lambda p: loss_fn(p, batch, step_rng, make_initial_carry(None, [])))(state.params)
     else:
@@ -192,6 +196,9 @@ def train_step(
       rows = jax.tree.leaves(probe)[0].shape[0]
       carry_grads = jax.tree.map(lambda g: g * rows, carry_grads)
       carry_state = strategy.update_state(carry_state, carry_grads, axis_name=axis_name)
+    return _apply(state, rng, grads, loss, carry_state)
+
+  def _apply(state, rng, grads, loss, carry_state):
     if axis_name is not None:
       loss, grads = jax.lax.pmean((loss, grads), axis_name)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
