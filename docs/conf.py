@@ -21,8 +21,13 @@ sys.path.insert(0, os.path.abspath('..'))
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 import initstate  # pylint: disable=g-import-not-at-top,wrong-import-position
+import initstate.convert  # pylint: disable=g-import-not-at-top,wrong-import-position
 import initstate.nn  # pylint: disable=g-import-not-at-top,wrong-import-position
 import initstate.tasks  # pylint: disable=g-import-not-at-top,wrong-import-position
+import initstate.training  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+# The public modules: every name of their `__all__` is documented under `module.name`.
+PUBLIC_MODULES = (initstate, initstate.nn, initstate.training, initstate.convert, initstate.tasks)
 
 project = 'initstate'
 author = 'initstate contributors'
@@ -92,15 +97,17 @@ myst_heading_anchors = 3
 
 # The public API: short names that docstrings use for initstate objects, to their full names.
 _PUBLIC = {}
-for _module in (initstate, initstate.nn, initstate.tasks):
+for _module in PUBLIC_MODULES:
   for _name in _module.__all__:
     _PUBLIC.setdefault(_name, f'{_module.__name__}.{_name}')
     _PUBLIC[f'{_module.__name__}.{_name}'] = f'{_module.__name__}.{_name}'
     _obj = getattr(_module, _name)
     _src = getattr(_obj, '__module__', None)
     if _src and _src.startswith('initstate._src.'):
-      # Type hints name objects by their defining module (initstate._src.scan.ScanOutput);
-      # they are documented under their public name.
+      # Type hints name objects by their defining module (initstate._src.scan.ScanOutput,
+      # initstate._src.linear.LinearParams, initstate._src.training.TrainState,
+      # initstate._src.convert.lstm_params_from_flax, ...); they are documented under their
+      # public name, whichever public module exports them.
       _PUBLIC[f'{_src}.{_name}'] = f'{_module.__name__}.{_name}'
 
 _IDENTIFIER = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*(\(\))?$')
@@ -126,6 +133,11 @@ def code_or_ref_role(name, rawtext, text, lineno, inliner, options=None, content
   return [ref], []
 
 
+# Inline code in docstrings that names an initstate object which is no longer documented, known
+# and reported; each entry is removed once its docstring is fixed. Any other such name warns.
+_KNOWN_STALE: set[str] = set()  # Names to tolerate while a docstring is being fixed: none.
+
+
 def _resolve(app, env, node, contnode):
   """`missing-reference`: public objects by their defining module; soft references."""
   target = node.get('reftarget')
@@ -137,6 +149,12 @@ def _resolve(app, env, node, contnode):
       if resolved is not None:
         return resolved
   if node.get('initstate_soft'):
+    if (target.startswith('initstate.') and not target.startswith('initstate.studies')
+        and target not in _KNOWN_STALE):
+      # `initstate.something` that names no documented object: a stale name in a docstring
+      # (e.g. one that moved to initstate.training); say so rather than render dead code.
+      logger.warning('inline code %r names no documented initstate object (moved or '
+                     'removed? see docs/migration.md)', target, location=node)
     return contnode  # Not a documented object: plain inline code, as written.
   return None
 

@@ -1,20 +1,24 @@
 """The documentation: the Sphinx site builds cleanly, covers the public API, and its examples run.
 
 * The site in `docs/` builds with `sphinx-build -W --keep-going -b html` (warnings are errors),
-  and the built reference (`objects.inv`) has an entry for every symbol of `initstate.__all__`,
-  `initstate.nn.__all__` and `initstate.tasks.__all__`.
+  and the built reference (`objects.inv`) has an entry for every symbol of the `__all__` of
+  `initstate`, `initstate.nn`, `initstate.training`, `initstate.convert` and `initstate.tasks`
+  (marked slow: it builds the whole site).
 * Every public class, function and module has a docstring of its own.
 * The `>>>` examples in the public docstrings and in the Markdown pages `docs/*.md` run with the
   standard `doctest` module (ELLIPSIS | NORMALIZE_WHITESPACE). Docstring examples run with
   `DOCTEST_GLOBALS` already imported; each page runs as one session, its blocks in order.
 * The symbols in `DOCTESTED` have at least one docstring example.
+* Every `initstate.<name>` the pages mention exists (except on the migration page, whose
+  subject is the old names).
 
-Needs the `test` extra (sphinx, myst-parser, furo). Build the site by hand with
+Needs the `docs` extra (sphinx, myst-parser, furo; part of `test`). Build the site by hand with
 `sphinx-build -W --keep-going -b html docs docs/_build/html`.
 """
 
 import doctest
 import functools
+import importlib
 import inspect
 import os
 import pathlib
@@ -31,41 +35,79 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import initstate
+import initstate.convert
 import initstate.nn
 import initstate.tasks
+import initstate.training
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = ROOT / 'docs'
-PUBLIC_MODULES = (initstate, initstate.nn, initstate.tasks)
+PUBLIC_MODULES = (initstate, initstate.nn, initstate.training, initstate.convert, initstate.tasks)
 OPTIONFLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 # What a docstring example may use without importing it.
 DOCTEST_GLOBALS = {'functools': functools, 'jax': jax, 'jnp': jnp, 'np': np, 'optax': optax,
                    'initstate': initstate}
-# Public symbols of `initstate` that must have at least one docstring example.
+# Public symbols that must have at least one docstring example.
 DOCTESTED = (
-    'scan_rnn',
-    'learned',
-    'noisy_learned',
-    'zeros',
-    'lstm',
-    'masked_mean',
-    'loss_mask',
-    'train_step',
-    'teacher_forcing',
-    'cleaning_noise',
+    'initstate.scan_rnn',
+    'initstate.learned',
+    'initstate.noisy_learned',
+    'initstate.zeros',
+    'initstate.latent',
+    'initstate.lstm',
+    'initstate.masked_mean',
+    'initstate.loss_mask',
+    'initstate.teacher_forcing',
+    'initstate.cleaning_noise',
+    'initstate.from_context',
+    'initstate.bridge',
+    'initstate.nn.RNN',
+    'initstate.training.train_step',
 )
 BUILD_TIMEOUT_S = 300
 # The Markdown pages, each run as one doctest session (one test each, so that they run in
 # parallel under pytest-xdist); PAGES_WITH_EXAMPLES must exist and hold examples.
-PAGES_WITH_EXAMPLES = ('index.md', 'strategies.md', 'semantics.md', 'multi_device.md')
+PAGES_WITH_EXAMPLES = ('index.md', 'strategies.md', 'semantics.md', 'cells.md', 'flax.md',
+                       'generation.md', 'multi_device.md')
 PAGES = tuple(sorted({p.name for p in DOCS.glob('*.md')} | set(PAGES_WITH_EXAMPLES)))
+# Pages that may name what no longer exists: the migration guide lists the old names.
+PAGES_WITH_OLD_NAMES = ('migration.md',)
+# `initstate.a.b` in a page, as code or prose (a path such as initstate/studies/ does not match).
+_NAME = re.compile(r'\binitstate(?:\.[A-Za-z_][A-Za-z0-9_]*)+')
 
 
 def _public_symbols():
   """(module, name, full name, object) for every entry of the three `__all__` lists."""
   return [(m, n, f'{m.__name__}.{n}', getattr(m, n)) for m in PUBLIC_MODULES for n in m.__all__]
+
+
+def _lookup(full_name):
+  """The object `full_name` ('initstate.nn.RNN', 'initstate.studies.burn_in') names, or None."""
+  parts = full_name.split('.')
+  for i in range(len(parts), 0, -1):
+    try:
+      obj = importlib.import_module('.'.join(parts[:i]))
+    except ImportError:
+      continue
+    for attr in parts[i:]:
+      if not hasattr(obj, attr):
+        return None
+      obj = getattr(obj, attr)
+    return obj
+  return None
+
+
+def _resolve(full_name):
+  """Whether `full_name` names something; a dotted tail past an object may be an attribute of
+  its instances (`initstate.RecurrentCell.fused`), so a NamedTuple field also counts."""
+  if _lookup(full_name) is not None:
+    return True
+  parent, _, attr = full_name.rpartition('.')
+  owner = _lookup(parent)
+  return owner is not None and attr in getattr(owner, '_fields', ())
 
 
 def _own_docstring(obj):
@@ -146,6 +188,7 @@ def _run_doctests(tests, shared_globs=None):
   return examples, runner.failures, ''.join(report)
 
 
+@pytest.mark.slow
 class SphinxBuildTest(absltest.TestCase):
 
   def test_site_builds_without_warnings_and_covers_the_public_api(self):
@@ -178,6 +221,20 @@ class DocstringTest(absltest.TestCase):
     self.assertEmpty(missing, f'public symbols without a docstring of their own: {missing}')
 
 
+class PageNamesTest(absltest.TestCase):
+
+  def test_pages_name_only_existing_objects(self):
+    stale = {}
+    for page in PAGES:
+      if page in PAGES_WITH_OLD_NAMES:
+        continue
+      for name in set(_NAME.findall((DOCS / page).read_text())):
+        if not _resolve(name):
+          stale.setdefault(page, []).append(name)
+    self.assertEmpty(stale, f'names in docs/ pages that initstate does not have (moved? see '
+                     f'docs/migration.md): {stale}')
+
+
 class DoctestTest(parameterized.TestCase):
 
   def test_docstring_examples_run(self):
@@ -195,8 +252,7 @@ class DoctestTest(parameterized.TestCase):
       self.assertGreater(examples, 0, f'docs/{page} has no >>> examples')
 
   def test_core_symbols_have_docstring_examples(self):
-    without = [name for name in DOCTESTED
-               if not _doctests(getattr(initstate, name), f'initstate.{name}', {})]
+    without = [name for name in DOCTESTED if not _doctests(_lookup(name), name, {})]
     self.assertEmpty(without, f'public symbols in DOCTESTED without a >>> docstring example: '
                      f'{without}')
 

@@ -1,7 +1,7 @@
 """Checkpoints of a whole `TrainState` with orbax, resumed exactly.
 
-  initstate.save_checkpoint('/tmp/run/step_100', state)
-  state = initstate.restore_checkpoint('/tmp/run/step_100', like=fresh_state)
+  initstate.training.save_checkpoint('/tmp/run/step_100', state)
+  state = initstate.training.restore_checkpoint('/tmp/run/step_100', like=fresh_state)
 
 Everything is saved: parameters (the learned carry included), the optimiser state, the carry
 strategy's state (a cleaning-noise gradient buffer), the step and the PRNG key, so a run

@@ -28,7 +28,7 @@ The gradient at the carry is easiest to get with a zero "probe" added to it (pur
 
 Choices the source leaves open, all options here (defaults in brackets):
 
-* what an entry is: the per-sequence gradient vector of one training sequence; `update` pushes
+* what an entry is: the per-sequence gradient vector of one training sequence; `update_state` pushes
   one entry per row it is given, so pass `[B, ...]` rows, or one batch-mean row `[1, ...]`.
 * `draw` ['vector']: each sequence draws one whole entry (all units, all leaves of the carry
   together), or 'unit': every unit draws its own entry independently (same marginal per unit,
@@ -248,9 +248,21 @@ def cleaning_noise(
 
   def update_state(state: GradientBuffer, carry_grads: Carry, *,
                    axis_name: Any = None) -> GradientBuffer:
+    """Pushes gradient rows into the buffer, retiring the oldest entries first.
+
+    Args:
+      state: the current `GradientBuffer` (capacity K).
+      carry_grads: gradients of the loss at the initial carry, leaves `[n, *unit]` (one entry
+        per row, e.g. per training sequence).
+      axis_name: under `pmap` / `shard_map`, the device axis: rows are gathered from (or
+        averaged over) all devices first, per the strategy's `cross_device`, so every device
+        keeps the same buffer.
+
+    Returns:
+      The new buffer. If more than K rows arrive at once, only the last K are kept.
+    """
     return update_gradient_buffer(state, carry_grads, axis_name=axis_name,
                                   cross_device=cross_device)
-  update_state.__doc__ = update_gradient_buffer.__doc__
 
   return strategies_lib.CarryStrategy(learned.init, init_carry, needs_rng=True,
                                       init_state=init_buffer, update_state=update_state)

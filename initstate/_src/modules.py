@@ -46,7 +46,7 @@ class RNN(nn.Module):
     train: default for the `train` call argument (set one of the two).
     carry_rng: name of the rng stream for carry noise.
     per_example_noise: draw each example's noise from `fold_in(key, global example index)`
-      (`initstate.example_keys`), so that it does not depend on how the batch is split over
+      (`initstate.training.example_keys`), so that it does not depend on how the batch is split over
       devices; with `jax.pmap`, also set `axis_name` (the data axis) so that the global index
       is known. Off by default (one draw for the whole batch, as `init_carry` does).
     axis_name: the data axis under `pmap` / `shard_map`, for `per_example_noise`.

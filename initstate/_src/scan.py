@@ -303,7 +303,7 @@ def _check_args(cell_fn, inputs, init_carry_fn, rng, seq_lengths, resets, burn_i
   if implementation == 'fused' and plan is None:
     raise ValueError("implementation='fused' needs `cell_fn = cell.bind(params)` of an "
                      'initstate lstm, gru or stack of them, and `inputs` as one float array '
-                     f'[B, T, D] matching the cell; got {cell_fn!r}.')
+                     f'[B, T, D] matching the cell; got a {type(cell_fn).__name__}.')
   if checkpoint_every is not None and (
       isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, (int, np.integer))
       or checkpoint_every < 1):
