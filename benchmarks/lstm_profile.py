@@ -10,7 +10,8 @@ process (`rnn_speed.time_interleaved`), so the differences between rows are the 
   + gate activations      + sigmoid / tanh over [32, 1024]
   + cell update           + c' = f c + i g, h' = o tanh(c')   (the fused path's primal)
   + saved gates           + writes of i, f, g, o for the backward pass (its training forward)
-  initstate fused forward  the library's own op (`scan_rnn(..., implementation='fused')`)
+  initstate fused forward  the library's own op (`scan_rnn(cell.bind(params), ...,
+                          implementation='fused')`)
   input matmul hoisted    the cell update with x @ W_i done for all steps before the loop
 
 and, if torch imports, PyTorch's `nn.LSTM` forward (oneDNN) for scale. Each row prints the
@@ -86,12 +87,12 @@ def variants(params, xs, h0):
   carry = jax.tree.map(lambda t: jnp.zeros((B,) + t.shape, t.dtype), lstm.carry_template)
 
   def library(xs):
-    fn = functools.partial(lstm.apply, params)
-    return initstate.scan_rnn(fn, xs, carry, time_major=True, implementation='fused').outputs
+    return initstate.scan_rnn(lstm.bind(params), xs, carry, time_major=True,
+                              implementation='fused').outputs
 
   def library_training_forward(xs):
-    fn = lambda p: initstate.scan_rnn(functools.partial(lstm.apply, p), xs, carry,
-                                      time_major=True, implementation='fused').outputs
+    fn = lambda p: initstate.scan_rnn(lstm.bind(p), xs, carry, time_major=True,
+                                      implementation='fused').outputs
     out, vjp = jax.vjp(fn, params)
     return out, vjp  # Returning the VJP keeps the saved gates alive.
 

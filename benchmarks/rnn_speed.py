@@ -3,15 +3,15 @@
 Everything runs in ONE process and every comparison is INTERLEAVED: the variants of a group are
 timed round-robin (the starting variant rotates every round), repeated `--repeats` times, so
 that machine noise hits all of them alike. Compare ratios within one run, not absolute times
-across runs (see /work/shared/PERF-NOTES.md: the same variant varied by up to 30% between
-processes).
+across runs (the same variant has varied by up to 30% between processes).
 
 Sections (`--sections`, comma-separated):
 
 * speed: LSTM forward and training step at three sizes (standard B32 T128 D64 H256, small B16
-  T64 D32 H64, sysid B100 T100 D1 H8) for initstate (fused and generic paths, when `scan_rnn`
-  has an `implementation` keyword), `flax.linen.RNN(OptimizedLSTMCell)` and PyTorch `nn.LSTM`
-  (if torch imports). `--gru` adds a GRU group at the standard size.
+  T64 D32 H64, sysid B100 T100 D1 H8) for initstate (`scan_rnn(cell.bind(params), ...)` on the
+  fused and the generic path, when `scan_rnn` has an `implementation` keyword),
+  `flax.linen.RNN(OptimizedLSTMCell)` and PyTorch `nn.LSTM` (if torch imports). `--gru` adds a
+  GRU group at the standard size.
 * strategies: the training-step cost of each initial-carry strategy (and of burn-in and resets)
   as a ratio to the zero carry.
 * memory: XLA's scratch (temp) memory of the jitted training step for growing T, with and
@@ -37,7 +37,6 @@ Usage:
 
 import argparse
 import dataclasses
-import functools
 import gc
 import inspect
 import json
@@ -333,7 +332,7 @@ def print_env(env: dict[str, Any]) -> None:
     for k, v in malloc.items():
       print(f'{k}={v}')
   else:
-    print('MALLOC_*: none set (glibc defaults; see PERF-NOTES.md point 4)')
+    print('MALLOC_*: none set (glibc defaults; see benchmarks/README.md, How to run)')
   print(f'GLIBC_TUNABLES={env["glibc_tunables"] or "(unset)"}')
   print(f'LD_PRELOAD={env["ld_preload"] or "(unset)"}')
   print(f'XLA_FLAGS={env["xla_flags"] or "(unset)"}')
@@ -398,8 +397,8 @@ def _scan_kwargs(implementation: str | None = None,
 def initstate_loss_fn(cell: initstate.RecurrentCell, batch: int, **scan_kwargs) -> Callable:
   """`loss(params, x, y)` of initstate's `scan_rnn` from a zero carry; params {cell, readout}."""
   def loss(params, x, y):
-    out = initstate.scan_rnn(functools.partial(cell.apply, params['cell']), x,
-                             zero_carry(cell, batch), **scan_kwargs)
+    out = initstate.scan_rnn(cell.bind(params['cell']), x, zero_carry(cell, batch),
+                             **scan_kwargs)
     return mse(readout(params['readout'], out.outputs), y)
   return loss
 
@@ -534,7 +533,8 @@ def _jax_speed_variants(report: Report, kind: str, size: Size, cell: initstate.R
   except Exception as exc:  # pylint: disable=broad-except
     report.fail(f'{kind} {size.name} {name} init', exc)
     return variants
-  to_flax = {'lstm': initstate.lstm_params_to_flax, 'gru': initstate.gru_params_to_flax}[kind]
+  to_flax = {'lstm': initstate.convert.lstm_params_to_flax,
+             'gru': initstate.convert.gru_params_to_flax}[kind]
   converted = {'cell': to_flax(params['cell'])}
   if jax.tree.structure(converted) == jax.tree.structure(flax_params):
     flax_params = converted  # The same weights as initstate's, so the losses must agree.
@@ -633,7 +633,8 @@ def strategy_variants(size: Size, key: jax.Array, args: argparse.Namespace,
 
   The state is a dict with 'params' ({cell, carry, readout}), 'opt' (Adam state) and 'key' (the
   PRNG key, split once per step so every step draws fresh noise), plus 'buffer' for cleaning
-  noise. Every variant uses the same cell weights, read-out and optimizer.
+  noise (the strategy's state, a `GradientBuffer`). Every variant uses the same cell weights,
+  read-out and optimizer.
   """
   k_cell, k_ro, k_carry, k_resets, k_state = jax.random.split(key, 5)
   batch, steps = size.batch, size.time
@@ -661,9 +662,8 @@ def strategy_variants(size: Size, key: jax.Array, args: argparse.Namespace,
       if with_resets:
         extra = dict(resets=resets, init_carry_fn=init_carry_fn,
                      rng=k_scan if strategy.needs_rng else None)
-      out = initstate.scan_rnn(functools.partial(cell.apply, params['cell']), x, carry,
-                               burn_in=burn_in, stop_gradient_burn_in=stop_gradient,
-                               **extra, **scan_kw)
+      out = initstate.scan_rnn(cell.bind(params['cell']), x, carry, burn_in=burn_in,
+                               stop_gradient_burn_in=stop_gradient, **extra, **scan_kw)
       return per_step_loss(params, out, y)
 
     def step(state, x, y):
@@ -676,16 +676,15 @@ def strategy_variants(size: Size, key: jax.Array, args: argparse.Namespace,
     return jax.jit(step), {'params': params, 'opt': optimizer.init(params), 'key': k_state}
 
   def cleaning():
-    """Cleaning noise as in the README: zero-probe gradient and buffer update in the step."""
+    """Cleaning noise: the zero-probe gradient at the carry and the buffer update in the step."""
     noise = initstate.cleaning_noise(buffer_size=256, scale=1.0)
     params = {'cell': cell_params, 'carry': noise.init(None, template), 'readout': ro}
-    buffer = noise.init_buffer(template)
+    buffer = noise.init_state(template)
 
     def loss_fn(params, probe, buffer, key, x, y):
-      carry = noise.init_carry(params['carry'], buffer, key, batch, train=True)
+      carry = noise.init_carry(params['carry'], key, batch, train=True, state=buffer)
       carry = jax.tree.map(jnp.add, carry, probe)   # Its gradient is dL/dcarry.
-      out = initstate.scan_rnn(functools.partial(cell.apply, params['cell']), x, carry,
-                               **scan_kw)
+      out = initstate.scan_rnn(cell.bind(params['cell']), x, carry, **scan_kw)
       return per_step_loss(params, out, y)
 
     def step(state, x, y):
@@ -695,7 +694,7 @@ def strategy_variants(size: Size, key: jax.Array, args: argparse.Namespace,
           state['params'], probe, state['buffer'], sub, x, y)
       updates, opt = optimizer.update(grads, state['opt'], state['params'])
       return {'params': optax.apply_updates(state['params'], updates), 'opt': opt, 'key': key,
-              'buffer': noise.update(state['buffer'], carry_grads)}, loss
+              'buffer': noise.update_state(state['buffer'], carry_grads)}, loss
 
     state = {'params': params, 'opt': optimizer.init(params), 'key': k_state, 'buffer': buffer}
     return jax.jit(step), state
@@ -874,7 +873,8 @@ def run_memory(report: Report, memory: dict[str, Any], key: jax.Array,
   cell_params = cell.init(k_cell, features)
   ro = init_readout(k_ro, hidden)
   params = {'cell': cell_params, 'readout': ro}
-  flax_params = {'rnn': {'cell': initstate.lstm_params_to_flax(cell_params)}, 'readout': ro}
+  flax_params = {'rnn': {'cell': initstate.convert.lstm_params_to_flax(cell_params)},
+                 'readout': ro}
   impl = args.implementation or ("scan_rnn's default" if HAS_IMPLEMENTATION else None)
   _heading(f'memory of the jitted training step: B={batch} D={features} H={hidden}' +
            (f' (initstate: implementation={impl})' if impl else ''))
@@ -924,7 +924,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser.add_argument('--print-env', action='store_true',
                       help='print MALLOC_* variables, GLIBC_TUNABLES, LD_PRELOAD, XLA_FLAGS, '
                            'CPU model, os.cpu_count() and library versions first (to record the '
-                           'allocator settings of a run; see PERF-NOTES.md)')
+                           'allocator settings of a run; see benchmarks/README.md)')
   parser.add_argument('--sizes', type=_csv(str), default='standard,small,sysid',
                       help='speed section: sizes to run, from standard (B32 T128 D64 H256), '
                            'small (B16 T64 D32 H64), sysid (B100 T100 D1 H8) '

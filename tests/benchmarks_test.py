@@ -14,6 +14,7 @@ import sys
 import tempfile
 
 from absl.testing import absltest
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / 'benchmarks' / 'rnn_speed.py'
@@ -35,6 +36,7 @@ def _run_quick(json_path: pathlib.Path) -> subprocess.CompletedProcess:
 class RnnSpeedQuickTest(absltest.TestCase):
   """One test method, so that `pytest -n 2` runs the subprocess once, not once per worker."""
 
+  @pytest.mark.slow   # Runs the benchmark script (a subprocess, 20-35 s).
   def test_quick_run(self):
     with tempfile.TemporaryDirectory() as tmp:
       json_path = pathlib.Path(tmp) / 'quick.json'
@@ -96,6 +98,7 @@ class RnnSpeedQuickTest(absltest.TestCase):
 class LstmProfileTest(absltest.TestCase):
   """`benchmarks/lstm_profile.py` runs every piece of the LSTM forward and prints its row."""
 
+  @pytest.mark.slow   # Runs the profiling script (a subprocess).
   def test_one_round(self):
     env = dict(os.environ, JAX_PLATFORMS='cpu')
     proc = subprocess.run(

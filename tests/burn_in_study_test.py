@@ -2,7 +2,6 @@
 
 import contextlib
 import csv
-import functools
 import io
 import json
 import pathlib
@@ -13,6 +12,7 @@ from absl.testing import parameterized
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import initstate
 from initstate.studies import burn_in
@@ -159,7 +159,7 @@ class EvaluationTest(absltest.TestCase):
     for i, (_, m) in enumerate(grid):
       params = jax.tree.map(lambda a: a[i], state[0])
       mc_i = jax.tree.map(lambda a: a[i], mc)
-      fn = functools.partial(model.cell.apply, params['cell'])
+      fn = model.cell.bind(params['cell'])
       carry = model.initial_carry(params, mc_i, 1, None)
       out = initstate.scan_rnn(fn, jnp.asarray(data['test'].u)[None], carry)
       pred = out.outputs @ params['readout']['kernel'] + params['readout']['bias'][None, None, :]
@@ -170,6 +170,7 @@ class EvaluationTest(absltest.TestCase):
 
 class EndToEndTest(absltest.TestCase):
 
+  @pytest.mark.slow   # An end-to-end study: every variant trained and evaluated.
   def test_tiny_run_of_every_variant(self):
     with tempfile.TemporaryDirectory() as tmp:
       out = io.StringIO()

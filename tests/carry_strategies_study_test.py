@@ -11,6 +11,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import jax
 import numpy as np
+import pytest
 
 from initstate import tasks
 from initstate.studies import carry_strategies as study
@@ -126,6 +127,7 @@ class MetricsTest(absltest.TestCase):
 
 class EndToEndTest(absltest.TestCase):
 
+  @pytest.mark.slow   # An end-to-end study: three strategies, compiled training runs.
   def test_tiny_run_writes_everything(self):
     with tempfile.TemporaryDirectory() as tmp:
       out = io.StringIO()
@@ -156,6 +158,7 @@ class EndToEndTest(absltest.TestCase):
       self.assertEqual({r['strategy'] for r in rows}, {'zeros', 'learned', 'noisy(0.3)'})
       self.assertEqual(results['verdicts'], saved['verdicts'])
 
+  @pytest.mark.slow   # Two compiled model inits (about 10 s).
   def test_same_initial_weights_and_data_across_strategies(self):
     config = study.Config(hidden_size=4, seq_len=5, train_sequences=8, seeds=2)
     hmm = tasks.random_hmm(jax.random.key(0), config.num_states, config.num_symbols)
@@ -170,6 +173,7 @@ class EndToEndTest(absltest.TestCase):
                                   params['learned']['readout']['kernel'])
     self.assertNotIn('carry', params['zeros']['rnn'])
 
+  @pytest.mark.slow   # Two end-to-end studies, ten strategies in all.
   def test_new_strategies_run_end_to_end(self):
     common = ['--steps', '10', '--eval-every', '5', '--seeds', '2', '--hidden-size', '4',
               '--train-sequences', '16', '--val-sequences', '16', '--seq-len', '6',
@@ -185,6 +189,7 @@ class EndToEndTest(absltest.TestCase):
     self.assertTrue(np.all(np.isfinite(
         stream['strategies']['conditional']['metrics']['final_val'])))
 
+  @pytest.mark.slow   # A compiled init and training chunk (over 10 s).
   def test_cleaning_buffer_fills_in_training(self):
     config = study.Config(hidden_size=4, seq_len=5, train_sequences=8, seeds=2, batch_size=4,
                           eval_every=3)
@@ -195,7 +200,7 @@ class EndToEndTest(absltest.TestCase):
     init, train_chunk, _ = study.make_trainer(config, 'cleaning')
     state = init(keys, split)
     state, _ = train_chunk(state, keys, split, 0)
-    buffer = state[2]['rnn']['gradients']
+    buffer = state[2]['rnn']['state']   # The 'carry_state' collection of the model.
     np.testing.assert_array_equal(buffer.count, [12, 12])   # 3 steps x 4 sequences
     self.assertGreater(float(np.abs(buffer.values.h[:, :12]).min(axis=-1).max()), 0.0)
     np.testing.assert_array_equal(buffer.values.h[:, 12:], 0.0)

@@ -14,6 +14,7 @@ import time
 from absl.testing import absltest
 import nbclient
 import nbformat
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 COLABS = ROOT / 'colabs'
@@ -92,7 +93,13 @@ def _add_run_tests():
   """One test method per notebook, so that `pytest -n 2` runs two at a time."""
   for path in _notebooks():
     name = 'test_runs_' + re.sub(r'\W', '_', path.stem)
-    setattr(ColabsTest, name, lambda self, path=path: self.run_notebook(path))
+
+    @pytest.mark.slow   # A notebook run: tens of seconds.
+    def test(self, path=path):
+      self.run_notebook(path)
+
+    test.__name__ = name
+    setattr(ColabsTest, name, test)
 
 
 _add_run_tests()

@@ -12,6 +12,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import initstate
 from initstate.studies import reverse_digits as rd
@@ -125,6 +126,7 @@ class ModelTest(parameterized.TestCase):
 
 class TinyRunTest(absltest.TestCase):
 
+  @pytest.mark.slow   # An end-to-end study: two models trained for 300 steps.
   def test_encoder_carry_far_above_chance_and_zero_carry(self):
     """Lengths 2-3, H = 32, 300 steps: measured exact match 1.000 (seeds 0-2) vs <= 0.014."""
     with tempfile.TemporaryDirectory() as tmp:

@@ -31,7 +31,6 @@ Run `python -m initstate.studies.burn_in --help`.
 import argparse
 import csv
 import dataclasses
-import functools
 import json
 import os
 import pathlib
@@ -44,13 +43,9 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from initstate._src import cells
-from initstate._src import losses
-from initstate._src import strategies
-from initstate._src.scan import scan_rnn
+import initstate
 from initstate.studies import sysid
 
 WINDOWED = ('zeros', 'learned', 'noisy_learned', 'conditional')
@@ -61,7 +56,7 @@ PUBLISHED = {  # dataset: (epochs, learning rate), from the paper's code.
 
 def default_burn_ins(window: int) -> tuple[int, ...]:
   """0, 20%, 40%, 60%, 80% and 94% of the window (0, 20, 40, 60, 80, 94 for N = 100)."""
-  return tuple(sorted({min(int(round(f * window)), window - 1)
+  return tuple(sorted({min(round(f * window), window - 1)
                        for f in (0.0, 0.2, 0.4, 0.6, 0.8, 0.94)}))
 
 
@@ -113,11 +108,11 @@ class Model:
   """The LSTM, read-out, learned carry and initializer network as pure functions."""
 
   def __init__(self, config: Config, du: int, dy: int, use_conditional: bool):
-    self.cell = cells.lstm(config.hidden_size)
+    self.cell = initstate.lstm(config.hidden_size)
     self.readout = nn.Dense(dy)
     self.init_net = nn.Sequential([
         nn.Dense(config.init_net_width), nn.tanh, nn.Dense(2 * config.hidden_size)])
-    self.context = max(max(config.burn_ins), 1)  # steps the initializer network can read
+    self.context = max(*config.burn_ins, 1)  # steps the initializer network can read
     self.du, self.dy, self.hidden = du, dy, config.hidden_size
     self.use_conditional = use_conditional
 
@@ -126,27 +121,27 @@ class Model:
     params = {
         'cell': self.cell.init(k_cell, self.du),
         'readout': self.readout.init(k_out, jnp.zeros((1, self.hidden)))['params'],
-        'carry': strategies.learned().init(None, self.cell.carry_template),
+        'carry': initstate.learned().init(None, self.cell.carry_template),
     }
     if self.use_conditional:
       params['init_net'] = self.init_net.init(
           k_net, jnp.zeros((1, self.context * (self.du + self.dy))))['params']
     return params
 
-  def conditional_carry(self, params, mc: ModelConfig, u, y) -> cells.LSTMCarry:
+  def conditional_carry(self, params, mc: ModelConfig, u, y) -> initstate.LSTMCarry:
     """Carry at step m from the first m observed steps: u [B, T, Du], y [B, T, Dy]."""
     ctx = jnp.concatenate([u[:, :self.context], y[:, :self.context]], axis=-1)
     ctx = jnp.where((jnp.arange(self.context) < mc.burn_in)[None, :, None], ctx, 0.0)
     out = self.init_net.apply({'params': params['init_net']}, ctx.reshape(ctx.shape[0], -1))
     h, c = jnp.split(out, 2, axis=-1)
-    return cells.LSTMCarry(h=jnp.tanh(h), c=c)  # h in (-1, 1) as an LSTM's; c unbounded.
+    return initstate.LSTMCarry(h=jnp.tanh(h), c=c)  # h in (-1, 1) as an LSTM's; c unbounded.
 
-  def initial_carry(self, params, mc: ModelConfig, batch: int, rng) -> cells.LSTMCarry:
-    learned = strategies.learned().init_carry(params['carry'], None, batch, train=False)
+  def initial_carry(self, params, mc: ModelConfig, batch: int, rng) -> initstate.LSTMCarry:
+    learned = initstate.learned().init_carry(params['carry'], None, batch, train=False)
     carry = jax.tree.map(lambda x: mc.learned * x, learned)
     if rng is not None:
-      noise = strategies.noisy(1.0).init_carry(
-          strategies.CarrySpec.from_template(self.cell.carry_template), rng, batch, train=True)
+      noise = initstate.noisy(1.0).init_carry(
+          initstate.CarrySpec.from_template(self.cell.carry_template), rng, batch, train=True)
       carry = jax.tree.map(lambda x, n: x + mc.noise * n, carry, noise)
     return carry
 
@@ -158,23 +153,24 @@ class Model:
     batch, steps = u.shape[:2]
     if carry is None:
       carry = self.initial_carry(params, mc, batch, rng)
-    cell_fn = functools.partial(self.cell.apply, params['cell'])
+    cell_fn = self.cell.bind(params['cell'])
     if self.use_conditional:
       cond = self.conditional_carry(params, mc, u, y)
       resets = jnp.broadcast_to(mc.conditional & (jnp.arange(steps) == mc.burn_in),
                                 (batch, steps))
-      out = scan_rnn(cell_fn, u, carry, init_carry_fn=lambda key, b: cond, resets=resets)
+      out = initstate.scan_rnn(cell_fn, u, carry, init_carry_fn=lambda key, b: cond,
+                               resets=resets)
     else:
-      out = scan_rnn(cell_fn, u, carry)
+      out = initstate.scan_rnn(cell_fn, u, carry)
     pred = self.readout.apply({'params': params['readout']}, out.outputs)
-    return losses.squared_error(pred, y), out.final_carry
+    return initstate.squared_error(pred, y), out.final_carry
 
 
 def after_burn_in(step_losses: jax.Array, burn_in: jax.Array) -> jax.Array:
   """Mean of per-step losses [B, T] over steps t >= burn_in (the paper's loss over m..N-1)."""
   steps = step_losses.shape[1]
   mask = jnp.broadcast_to(jnp.arange(steps)[None, :] >= burn_in, step_losses.shape)
-  return losses.masked_mean(step_losses, mask)
+  return initstate.masked_mean(step_losses, mask)
 
 
 def make_group(config: Config, data: dict[str, sysid.Signal], variants: Sequence[str]):

@@ -33,31 +33,26 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from initstate._src import cells
-from initstate._src import cleaning
-from initstate._src import conditional
-from initstate._src import hmm as hmm_lib
-from initstate._src import losses
-from initstate._src import strategies
-from initstate._src.modules import RNN, update_carry_buffers
+import initstate
+from initstate import tasks
 
 STRATEGIES = {
-    'zeros': lambda: strategies.zeros(),
-    'noisy(0.3)': lambda: strategies.noisy(0.3),
-    'noisy(0.01)': lambda: strategies.noisy(0.01),
-    'learned': lambda: strategies.learned(),
-    'noisy_learned(0.3)': lambda: strategies.noisy_learned(0.3),
+    'zeros': initstate.zeros,
+    'noisy(0.3)': lambda: initstate.noisy(0.3),
+    'noisy(0.01)': lambda: initstate.noisy(0.01),
+    'learned': initstate.learned,
+    'noisy_learned(0.3)': lambda: initstate.noisy_learned(0.3),
     # Zimmermann et al. (2012) trick 3: deviations drawn from the last 256 per-sequence
     # gradients at the initial carry, random sign per unit. The loss is a mean over the
     # batch's counted steps, so the gradients are scaled by that count: a deviation is the
     # gradient of one sequence's summed loss (the error flow at s0 of the source's
     # sum-of-errors objective).
-    'cleaning': lambda: cleaning.cleaning_noise(256),
+    'cleaning': lambda: initstate.cleaning_noise(256),
     # z ~ N(0, I_4) through a learned projection (tanh); z = 0 at evaluation.
-    'latent(4)': lambda: conditional.latent(4),
+    'latent(4)': lambda: initstate.latent(4),
     # Stream task only: an MLP maps the CONTEXT_STEPS symbols before the window (those of the
     # sequence the window starts in) to the first carry; resets use a learned carry.
-    'conditional': lambda: strategies.learned(),
+    'conditional': initstate.learned,
 }
 CONDITIONAL = 'conditional'
 CONTEXT_STEPS = 4
@@ -98,7 +93,7 @@ FULL = dict(hidden_size=64, steps=5000, seeds=10, eval_every=50)
 # Data.
 
 
-def make_split(key: jax.Array, hmm: hmm_lib.HMM, config: Config, num: int) -> dict[str, Any]:
+def make_split(key: jax.Array, hmm: tasks.HMM, config: Config, num: int) -> dict[str, Any]:
   """A split as numpy arrays [N, W]: inputs, targets, mask, resets, position, bayes; context.
 
   At step t the model reads `inputs[:, t]` and predicts `targets[:, t]`. `position` is how
@@ -110,8 +105,8 @@ def make_split(key: jax.Array, hmm: hmm_lib.HMM, config: Config, num: int) -> di
   short task, whose sequences start with the window).
   """
   if config.task == 'short':
-    symbols = hmm_lib.sample(key, hmm, num, config.seq_len + 1)
-    bayes = np.asarray(hmm_lib.bayes_step_losses(hmm, symbols))
+    symbols = tasks.sample(key, hmm, num, config.seq_len + 1)
+    bayes = np.asarray(tasks.bayes_step_losses(hmm, symbols))
     symbols = np.asarray(symbols)
     width = config.seq_len
     return dict(inputs=symbols[:, :-1], targets=symbols[:, 1:],
@@ -126,8 +121,8 @@ def make_split(key: jax.Array, hmm: hmm_lib.HMM, config: Config, num: int) -> di
   k_len, k_seq = jax.random.split(key)
   count = 2 * num * width // lo + 2
   lengths = np.asarray(jax.random.randint(k_len, (count,), lo, hi + 1))
-  symbols = hmm_lib.sample(k_seq, hmm, count, hi)
-  bayes = np.asarray(hmm_lib.bayes_step_losses(hmm, symbols))
+  symbols = tasks.sample(k_seq, hmm, count, hi)
+  bayes = np.asarray(tasks.bayes_step_losses(hmm, symbols))
   symbols = np.asarray(symbols)
   stream_x, stream_pos, stream_bayes = [], [], []
   for i, n in enumerate(lengths):
@@ -155,25 +150,30 @@ def make_split(key: jax.Array, hmm: hmm_lib.HMM, config: Config, num: int) -> di
 # Model and training.
 
 
+def make_cell(config: Config) -> initstate.RecurrentCell:
+  """The study's cell: an LSTM or a GRU of `config.hidden_size` units."""
+  return {'lstm': initstate.lstm, 'gru': initstate.gru}[config.cell](config.hidden_size)
+
+
 class Predictor(nn.Module):
   """Reads one-hot symbols, predicts the next symbol's logits: [B, W] -> [B, W, V]."""
   config: Config
-  carry: Any  # a CarryStrategy or a CleaningNoise
+  carry: initstate.CarryStrategy
   conditional: bool = False
 
   @nn.compact
   def __call__(self, symbols, resets, context, *, train: bool):
     c = self.config
-    cell = {'lstm': cells.lstm, 'gru': cells.gru}[c.cell](c.hidden_size)
+    cell = make_cell(c)
     x = jax.nn.one_hot(symbols, c.num_symbols)
     initial_carry = None
     if self.conditional:
-      net = conditional.from_context(hidden_sizes=(c.hidden_size,))
+      net = initstate.from_context(hidden_sizes=(c.hidden_size,))
       flat = jnp.reshape(context, (context.shape[0], -1))   # [B, C * V]
       initial_carry = net.apply(
           self.param('init_net', net.init, flat.shape[-1], cell.carry_template), flat)
-    out = RNN(cell, carry=self.carry, name='rnn')(x, resets=resets, initial_carry=initial_carry,
-                                                  train=train)
+    out = initstate.nn.RNN(cell, carry=self.carry, name='rnn')(
+        x, resets=resets, initial_carry=initial_carry, train=train)
     return nn.Dense(c.num_symbols, name='readout')(out.outputs)
 
 
@@ -181,21 +181,23 @@ def _apply(model, variables, split, *, train, rng=None):
   resets = jnp.asarray(split['resets']) if model.config.task == 'stream' else None
   logits = model.apply(variables, split['inputs'], resets, split['context'], train=train,
                        rngs=None if rng is None else {'carry': rng})
-  return losses.softmax_cross_entropy(logits, split['targets'])
+  return initstate.softmax_cross_entropy(logits, split['targets'])
 
 
 def make_trainer(config: Config, strategy_name: str):
   """Returns jitted (init, train_chunk, evaluate) functions, vmapped over seeds.
 
-  The training state is (params, optimiser state, carry buffers); the buffers are those of
-  cleaning noise (an empty dict for every other strategy).
+  The training state is (params, optimiser state, carry state); the carry state is the model's
+  'carry_state' collection, which holds the gradient buffer of cleaning noise (an empty dict
+  for every strategy without state).
   """
   if strategy_name == CONDITIONAL and config.task != 'stream':
     raise ValueError('the conditional carry needs context, which only the stream task has '
                      '(--task stream).')
   strategy = STRATEGIES[strategy_name]()
   model = Predictor(config, strategy, conditional=strategy_name == CONDITIONAL)
-  uses_buffer = isinstance(strategy, cleaning.CleaningNoise)
+  template = make_cell(config).carry_template
+  stateful = strategy.is_stateful(template)
   optimizer = optax.adam(config.learning_rate)
   batch_size = config.batch_size
 
@@ -205,12 +207,12 @@ def make_trainer(config: Config, strategy_name: str):
                            None if config.task == 'short' else batch['resets'],
                            batch['context'], train=False)
     params = variables['params']
-    buffers = variables['carry_buffer'] if uses_buffer else {}
-    return params, optimizer.init(params), buffers
+    carry_state = variables['carry_state'] if stateful else {}
+    return params, optimizer.init(params), carry_state
 
   def train_chunk(state, seed_key, train_split, first_step):
     def step(state, i):
-      params, opt_state, buffers = state
+      params, opt_state, carry_state = state
       k = jax.random.fold_in(jax.random.fold_in(seed_key, 1), i)
       k_batch, k_noise = jax.random.split(k)
       idx = jax.random.randint(k_batch, (batch_size,), 0, config.train_sequences)
@@ -218,31 +220,29 @@ def make_trainer(config: Config, strategy_name: str):
 
       def loss_fn(p, perturbations):
         variables = {'params': p}
-        if uses_buffer:
-          variables.update(carry_buffer=buffers, perturbations=perturbations)
+        if stateful:
+          variables.update(carry_state=carry_state, perturbations=perturbations)
         per_step = _apply(model, variables, batch, train=True, rng=k_noise)
-        return losses.masked_mean(per_step, batch['mask'])
+        return initstate.masked_mean(per_step, batch['mask'])
 
       perturbations = {}
-      if uses_buffer:
-        zeros = lambda t: jnp.zeros((batch_size,) + t.shape, t.dtype)
-        template = buffers['rnn']['gradients'].values
-        perturbations = {'rnn': {'initial_carry': jax.tree.map(lambda b: zeros(b[0]),
-                                                                template)}}
+      if stateful:  # A zero probe at the initial carry: its gradient is dLoss/dcarry.
+        perturbations = {'rnn': {'initial_carry': jax.tree.map(
+            lambda t: jnp.zeros((batch_size,) + t.shape, t.dtype), template)}}
       loss, (grads, carry_grads) = jax.value_and_grad(loss_fn, argnums=(0, 1))(
           params, perturbations)
-      if uses_buffer:  # Per-sequence gradients of each sequence's summed loss.
+      if stateful:  # Per-sequence gradients of each sequence's summed loss.
         count = jnp.sum(batch['mask']).astype(jnp.float32)
         carry_grads = jax.tree.map(lambda g: g * count, carry_grads)
-        buffers = update_carry_buffers(buffers, carry_grads)
+        carry_state = initstate.nn.update_carry_state(strategy, carry_state, carry_grads)
       updates, opt_state = optimizer.update(grads, opt_state, params)
-      return (optax.apply_updates(params, updates), opt_state, buffers), loss
+      return (optax.apply_updates(params, updates), opt_state, carry_state), loss
 
     return jax.lax.scan(step, state, first_step + jnp.arange(config.eval_every))
 
   def evaluate(state, split):
     per_step = _apply(model, {'params': state[0]}, split, train=False)
-    return losses.masked_mean(per_step, split['mask']), per_step
+    return initstate.masked_mean(per_step, split['mask']), per_step
 
   return (jax.jit(jax.vmap(init)), jax.jit(jax.vmap(train_chunk, in_axes=(0, 0, 0, None))),
           jax.jit(jax.vmap(evaluate)))
@@ -374,7 +374,7 @@ def run_study(config: Config, out_dir: str | os.PathLike[str], *, progress: bool
                      f'({config.eval_every}).')
   out_dir = pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
-  hmm = hmm_lib.random_hmm(jax.random.key(config.task_seed), config.num_states,
+  hmm = tasks.random_hmm(jax.random.key(config.task_seed), config.num_states,
                            config.num_symbols, stickiness=config.stickiness)
   seed_keys = jax.vmap(jax.random.key)(jnp.arange(config.seeds))
   data_keys = jax.vmap(lambda k: jax.random.split(jax.random.fold_in(k, 7)))(seed_keys)
@@ -427,7 +427,7 @@ def run_study(config: Config, out_dir: str | os.PathLike[str], *, progress: bool
           r['per_step'][s], {k: v[s] for k, v in val_data.items()})[p]
           for s in range(config.seeds)])
     for f in BUDGET_FRACTIONS:
-      idx = max(int(round(f * num_chunks)) - 1, 0)
+      idx = max(round(f * num_chunks) - 1, 0)
       m[f'val_at_{int(f * 100)}%'] = r['val_curve'][:, idx]
     metrics[name] = m
   best_final = np.min(np.stack([m['final_val'] for m in metrics.values()]), axis=0)  # [S]

@@ -20,11 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from initstate._src import cells
-from initstate._src import losses
-from initstate._src import strategies
-from initstate._src.modules import RNN
-from initstate._src.types import Array, PRNGKey
+import initstate
 
 
 class TaskConfig(NamedTuple):
@@ -34,7 +30,11 @@ class TaskConfig(NamedTuple):
   input_stddev: float = 0.5
 
 
-def make_batch(key: PRNGKey, batch: int, config: TaskConfig = TaskConfig()) -> tuple[Array, Array]:
+DEFAULT_TASK = TaskConfig()
+
+
+def make_batch(key: jax.Array, batch: int,
+               config: TaskConfig = DEFAULT_TASK) -> tuple[jax.Array, jax.Array]:
   """Draws inputs x [B, T, 1] and targets y [B, T, 1] of the synthetic task."""
   x = config.input_stddev * jax.random.normal(key, (batch, config.num_steps, 1))
 
@@ -49,31 +49,32 @@ def make_batch(key: PRNGKey, batch: int, config: TaskConfig = TaskConfig()) -> t
 class Regressor(nn.Module):
   """An RNN with a linear read-out at every step: [B, T, D] -> [B, T, 1]."""
   hidden_size: int
-  carry: strategies.CarryStrategy
+  carry: initstate.CarryStrategy
 
   @nn.compact
-  def __call__(self, x: Array, *, train: bool) -> Array:
-    out = RNN(cells.lstm(self.hidden_size), carry=self.carry, name='rnn')(x, train=train)
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    out = initstate.nn.RNN(initstate.lstm(self.hidden_size), carry=self.carry,
+                           name='rnn')(x, train=train)
     return nn.Dense(1, name='readout')(out.outputs)
 
 
 class DemoResult(NamedTuple):
-  train_loss: Array           # [steps] training loss per step.
-  eval_loss_by_step: Array    # [T] evaluation MSE at each position after the reset.
-  learned_carry_norm: Array   # scalar: L2 norm of the learned carry (0 without one).
+  train_loss: jax.Array           # [steps] training loss per step.
+  eval_loss_by_step: jax.Array    # [T] evaluation MSE at each position after the reset.
+  learned_carry_norm: jax.Array   # scalar: L2 norm of the learned carry (0 without one).
 
 
 @functools.partial(jax.jit, static_argnames=('strategy', 'steps', 'batch', 'hidden_size',
                                              'config', 'learning_rate'))
 def train(
-    key: PRNGKey,
-    strategy: strategies.CarryStrategy,
+    key: jax.Array,
+    strategy: initstate.CarryStrategy,
     *,
     steps: int = 300,
     batch: int = 32,
     hidden_size: int = 16,
     learning_rate: float = 1e-2,
-    config: TaskConfig = TaskConfig(),
+    config: TaskConfig = DEFAULT_TASK,
 ) -> DemoResult:
   """Trains a `Regressor` with `strategy` using Adam on fresh batches; all in one compiled call.
 
@@ -87,7 +88,7 @@ def train(
 
   def loss_fn(params, x, y, rng):
     pred = model.apply({'params': params}, x, train=True, rngs={'carry': rng})
-    return losses.masked_mean(losses.squared_error(pred, y))
+    return initstate.masked_mean(initstate.squared_error(pred, y))
 
   def update(state, i):
     params, opt_state = state
@@ -100,7 +101,7 @@ def train(
       update, (params, optimizer.init(params)), jnp.arange(steps))
   x, y = make_batch(eval_key, 1024, config)
   pred = model.apply({'params': params}, x, train=False)
-  eval_loss = jnp.mean(losses.squared_error(pred, y), axis=0)
+  eval_loss = jnp.mean(initstate.squared_error(pred, y), axis=0)
   carry = params['rnn'].get('carry', jnp.zeros(()))
   norm = jnp.sqrt(sum(jnp.sum(jnp.square(c)) for c in jax.tree.leaves(carry)))
   return DemoResult(train_loss, eval_loss, norm)
@@ -119,9 +120,9 @@ def main(argv: Sequence[str] | None = None) -> None:
   key = jax.random.key(args.seed)
   config = TaskConfig()
   runs = {
-      'zeros': strategies.zeros(),
-      'learned': strategies.learned(),
-      'noisy_learned(0.1)': strategies.noisy_learned(0.1),
+      'zeros': initstate.zeros(),
+      'learned': initstate.learned(),
+      'noisy_learned(0.1)': initstate.noisy_learned(0.1),
   }
   print(f'task: T={config.num_steps}, s0={config.start}, a={config.decay}; LSTM H=16, Adam 1e-2, '
         f'{args.steps} steps of batch 32, seed {args.seed}. Evaluation MSE on 1024 fresh '

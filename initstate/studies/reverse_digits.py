@@ -6,14 +6,14 @@ Vocabulary: the digits 0-9, START = 10, END = 11 (V = 12).
 
 The model, pure functions over one param tree (no Flax module):
 
-* encoder: an LSTM (`cells.lstm`) reads the one-hot digits with `scan_rnn(...,
+* encoder: an LSTM (`initstate.lstm`) reads the one-hot digits with `scan_rnn(...,
   seq_lengths=n)`, from a zero carry; its final carry (the carry after digit n - 1) is
 * the decoder's initial carry: a second LSTM of the same size reads one-hot tokens (START,
   then the previous target) and a linear read-out gives the logits over the vocabulary.
 
-Training: teacher forcing (`decoding.teacher_forcing`) on the reversed string plus END, the
+Training: teacher forcing (`initstate.teacher_forcing`) on the reversed string plus END, the
 masked softmax cross-entropy over the n + 1 valid steps, Adam; one jitted step per batch of
-fresh strings. Evaluation: free-running greedy decoding (`decoding.decode`) of fresh strings
+fresh strings. Evaluation: free-running greedy decoding (`initstate.decode`) of fresh strings
 drawn with a key training never uses, for n + 1 steps at most; exact match = the whole reversed
 string and the end token right.
 
@@ -31,7 +31,7 @@ import os
 import pathlib
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -39,12 +39,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from initstate._src import cells
-from initstate._src import decoding
-from initstate._src import losses
-from initstate._src import strategies
-from initstate._src.scan import scan_rnn
-from initstate._src.types import Array, Carry, Params, PRNGKey
+import initstate
+
+Params = dict[str, Any]   # {'encoder': ..., 'decoder': ..., 'readout': {'w', 'b'}}
+StepFn = Callable[[initstate.LSTMCarry, jax.Array], tuple[initstate.LSTMCarry, jax.Array]]
 
 NUM_DIGITS = 10
 START = 10
@@ -75,13 +73,13 @@ class DigitsBatch(NamedTuple):
     targets: int32 [B, N + 1]: the digits reversed, then END, then END as padding.
     target_lengths: int32 [B], n + 1 (the end token counts).
   """
-  digits: Array
-  lengths: Array
-  targets: Array
-  target_lengths: Array
+  digits: jax.Array
+  lengths: jax.Array
+  targets: jax.Array
+  target_lengths: jax.Array
 
 
-def make_batch(key: PRNGKey, batch: int, min_length: int, max_length: int) -> DigitsBatch:
+def make_batch(key: jax.Array, batch: int, min_length: int, max_length: int) -> DigitsBatch:
   """Draws `batch` digit strings and their reversed targets (see `DigitsBatch`).
 
   Args:
@@ -130,39 +128,39 @@ def blind_per_token(min_length: int, max_length: int) -> float:
 # The model.
 
 
-def init_params(key: PRNGKey, hidden_size: int) -> Params:
+def init_params(key: jax.Array, hidden_size: int) -> Params:
   """Encoder LSTM (one-hot digits in), decoder LSTM (one-hot tokens in), read-out [H, V]."""
   k_enc, k_dec, k_out = jax.random.split(key, 3)
-  cell = cells.lstm(hidden_size)
+  cell = initstate.lstm(hidden_size)
   w = jax.nn.initializers.lecun_normal()(k_out, (hidden_size, VOCAB), jnp.float32)
   return {'encoder': cell.init(k_enc, NUM_DIGITS), 'decoder': cell.init(k_dec, VOCAB),
           'readout': {'w': w, 'b': jnp.zeros((VOCAB,), jnp.float32)}}
 
 
-def _cell(params: Params) -> cells.RecurrentCell:
-  return cells.lstm(params['decoder']['w_h'].shape[0])
+def _cell(params: Params) -> initstate.RecurrentCell:
+  return initstate.lstm(params['decoder']['w_h'].shape[0])
 
 
-def _zero_carry(params: Params, batch: int) -> Carry:
-  zeros = strategies.zeros()
+def _zero_carry(params: Params, batch: int) -> initstate.LSTMCarry:
+  zeros = initstate.zeros()
   return zeros.init_carry(zeros.init(None, _cell(params).carry_template), None, batch,
                           train=False)
 
 
-def encode(params: Params, digits: Array, lengths: Array) -> Carry:
+def encode(params: Params, digits: jax.Array, lengths: jax.Array) -> initstate.LSTMCarry:
   """The encoder's carry after each string's last digit: `LSTMCarry` leaves [B, H]."""
   cell = _cell(params)
-  out = scan_rnn(functools.partial(cell.apply, params['encoder']),
-                 jax.nn.one_hot(digits, NUM_DIGITS), _zero_carry(params, digits.shape[0]),
-                 seq_lengths=lengths)
+  out = initstate.scan_rnn(cell.bind(params['encoder']), jax.nn.one_hot(digits, NUM_DIGITS),
+                           _zero_carry(params, digits.shape[0]), seq_lengths=lengths)
   return out.final_carry
 
 
-def decoder_step(params: Params) -> decoding.StepFn:
+def decoder_step(params: Params) -> StepFn:
   """The decoder as `(carry, tokens int [B]) -> (carry, logits [B, V])`."""
   cell = _cell(params)
 
-  def step_fn(carry: Carry, tokens: Array) -> tuple[Carry, Array]:
+  def step_fn(carry: initstate.LSTMCarry,
+              tokens: jax.Array) -> tuple[initstate.LSTMCarry, jax.Array]:
     carry, h = cell.apply(params['decoder'], carry, jax.nn.one_hot(tokens, VOCAB))
     logits = h @ params['readout']['w'] + params['readout']['b'][None, :]
     return carry, logits
@@ -170,7 +168,7 @@ def decoder_step(params: Params) -> decoding.StepFn:
   return step_fn
 
 
-def initial_carry(params: Params, batch: DigitsBatch, source: str) -> Carry:
+def initial_carry(params: Params, batch: DigitsBatch, source: str) -> initstate.LSTMCarry:
   """The decoder's initial carry: the encoder's final carry, or zeros (the baseline)."""
   if source == 'encoder':
     return encode(params, batch.digits, batch.lengths)
@@ -180,11 +178,12 @@ def initial_carry(params: Params, batch: DigitsBatch, source: str) -> Carry:
                    f'{sorted(CARRY_SOURCES.values())}.')
 
 
-def loss_fn(params: Params, batch: DigitsBatch, source: str) -> Array:
+def loss_fn(params: Params, batch: DigitsBatch, source: str) -> jax.Array:
   """Teacher-forced masked cross-entropy, nats per target token (end token included)."""
-  out = decoding.teacher_forcing(decoder_step(params), initial_carry(params, batch, source),
-                                 batch.targets, start_token=START, lengths=batch.target_lengths)
-  return losses.masked_mean(losses.softmax_cross_entropy(out.logits, batch.targets), out.mask)
+  out = initstate.teacher_forcing(decoder_step(params), initial_carry(params, batch, source),
+                                  batch.targets, start_token=START, lengths=batch.target_lengths)
+  return initstate.masked_mean(initstate.softmax_cross_entropy(out.logits, batch.targets),
+                               out.mask)
 
 
 def make_train_step(config: Config, source: str, optimizer: optax.GradientTransformation):
@@ -204,13 +203,13 @@ def make_train_step(config: Config, source: str, optimizer: optax.GradientTransf
 
 
 @functools.partial(jax.jit, static_argnames=('source',))
-def greedy_decode(params: Params, batch: DigitsBatch, source: str) -> decoding.DecodeOutput:
+def greedy_decode(params: Params, batch: DigitsBatch, source: str) -> initstate.DecodeOutput:
   """Free-running greedy decoding for N + 1 steps (room for the longest string and END)."""
-  return decoding.decode(decoder_step(params), initial_carry(params, batch, source),
-                         start_token=START, max_length=batch.targets.shape[1], end_token=END)
+  return initstate.decode(decoder_step(params), initial_carry(params, batch, source),
+                          start_token=START, max_length=batch.targets.shape[1], end_token=END)
 
 
-def score(decoded: decoding.DecodeOutput, batch: DigitsBatch) -> dict[str, Any]:
+def score(decoded: initstate.DecodeOutput, batch: DigitsBatch) -> dict[str, Any]:
   """Exact-match and per-token accuracy of decoded tokens [B, N + 1] against the targets.
 
   A string matches exactly when its decoded tokens equal the reversed digits and the end token,
