@@ -38,7 +38,7 @@ import platform
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import flax.linen as nn
 import jax
@@ -132,7 +132,8 @@ class Model:
     """Carry at step m from the first m observed steps: u [B, T, Du], y [B, T, Dy]."""
     ctx = jnp.concatenate([u[:, :self.context], y[:, :self.context]], axis=-1)
     ctx = jnp.where((jnp.arange(self.context) < mc.burn_in)[None, :, None], ctx, 0.0)
-    out = self.init_net.apply({'params': params['init_net']}, ctx.reshape(ctx.shape[0], -1))
+    out = cast(jax.Array, self.init_net.apply({'params': params['init_net']},
+                                              ctx.reshape(ctx.shape[0], -1)))
     h, c = jnp.split(out, 2, axis=-1)
     return initstate.LSTMCarry(h=jnp.tanh(h), c=c)  # h in (-1, 1) as an LSTM's; c unbounded.
 
@@ -162,7 +163,7 @@ class Model:
                                resets=resets)
     else:
       out = initstate.scan_rnn(cell_fn, u, carry)
-    pred = self.readout.apply({'params': params['readout']}, out.outputs)
+    pred = cast(jax.Array, self.readout.apply({'params': params['readout']}, out.outputs))
     return initstate.squared_error(pred, y), out.final_carry
 
 
@@ -178,7 +179,7 @@ def make_group(config: Config, data: dict[str, sysid.Signal], variants: Sequence
   du, dy = data['train'].u.shape[1], data['train'].y.shape[1]
   stateful = variants == ('stateful',)
   model = Model(config, du, dy, use_conditional='conditional' in variants)
-  optimizer = optax.adam(config.learning_rate)
+  optimizer = optax.adam(cast(float, config.learning_rate))  # Set by Config.resolved().
   u_train, y_train = jnp.asarray(data['train'].u), jnp.asarray(data['train'].y)
   length, n = len(u_train), config.window
   num_windows = length - n + 1
@@ -275,8 +276,9 @@ def run_one(config: Config, data: dict[str, sysid.Signal], *, progress: bool = T
     init, epoch, evaluate, steps = make_group(config, data, variants)
     state = init(jax.random.fold_in(key, 0), mc)
     label = f'{config.dataset} N={config.window} {"+".join(variants)}'
-    bar = tqdm(range(config.epochs), desc=label, unit='epoch',
-               disable=None if progress else True) if tqdm else range(config.epochs)
+    epochs = cast(int, config.epochs)  # Set by Config.resolved().
+    bar: Any = tqdm(range(epochs), desc=label, unit='epoch',
+                    disable=None if progress else True) if tqdm else range(epochs)
     for e in bar:
       state, train_loss = epoch(state, mc, jax.random.fold_in(jax.random.fold_in(key, 1), e))
       if tqdm and e % 10 == 0:
@@ -291,7 +293,7 @@ def run_one(config: Config, data: dict[str, sysid.Signal], *, progress: bool = T
           'train': float(results['train'][0][i]), 'val': float(results['val'][0][i]),
           'test': float(results['test'][0][i]), 'test_all': float(results['test'][1][i]),
           'final_train_loss': float(train_loss[i]), 'epochs': config.epochs,
-          'learning_rate': config.learning_rate, 'adam_steps': config.epochs * steps,
+          'learning_rate': config.learning_rate, 'adam_steps': epochs * steps,
           'group_seconds': seconds, 'group_models': len(grid)})
   return rows
 

@@ -523,7 +523,7 @@ def _plot(config, metrics, raw, eval_steps, val_bayes, val_data, out_dir):
   fig.tight_layout()
   fig.savefig(out_dir / 'validation_curves.png', dpi=120)
 
-  positions = np.arange(1, int(val_data['position'].max()) + 1)
+  positions = list(range(1, int(val_data['position'].max()) + 1))
   fig = Figure(figsize=(7, 4.5))
   ax = fig.subplots()
   for i, name in enumerate(metrics):
@@ -545,8 +545,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   d = Config()
   p = argparse.ArgumentParser(
       prog='python -m initstate',
-      description=__doc__.split('\n\n')[0] + ' Re-checks R2RT (2016) against the exact Bayes '
-      'floor of a hidden Markov model; prints a table and verdicts, writes CSV/JSON and plots.',
+      description=(__doc__ or '').split('\n\n')[0] + ' Re-checks R2RT (2016) against the exact '
+      'Bayes floor of a hidden Markov model; prints a table and verdicts, writes CSV/JSON and '
+      'plots.',
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   p.add_argument('--out', default='initstate-results', help='output folder')
   p.add_argument('--full', action='store_true',
@@ -569,7 +570,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   p.add_argument('--cell', choices=('lstm', 'gru'), default=d.cell)
   p.add_argument('--no-progress', action='store_true', help='hide the progress bar')
   args = p.parse_args(argv)
-  values = dict(FULL) if args.full else {}
+  values: dict[str, Any] = dict(FULL) if args.full else {}
   for field in dataclasses.fields(Config):
     v = getattr(args, field.name, None)
     if v is not None and field.name != 'strategies':

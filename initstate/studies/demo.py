@@ -13,7 +13,7 @@ error in the first steps after a reset should be lower. Run `python -m initstate
 import argparse
 import functools
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 import flax.linen as nn
 import jax
@@ -87,7 +87,7 @@ def train(
   optimizer = optax.adam(learning_rate)
 
   def loss_fn(params, x, y, rng):
-    pred = model.apply({'params': params}, x, train=True, rngs={'carry': rng})
+    pred = cast(jax.Array, model.apply({'params': params}, x, train=True, rngs={'carry': rng}))
     return initstate.masked_mean(initstate.squared_error(pred, y))
 
   def update(state, i):
@@ -100,9 +100,9 @@ def train(
   (params, _), train_loss = jax.lax.scan(
       update, (params, optimizer.init(params)), jnp.arange(steps))
   x, y = make_batch(eval_key, 1024, config)
-  pred = model.apply({'params': params}, x, train=False)
+  pred = cast(jax.Array, model.apply({'params': cast(Any, params)}, x, train=False))
   eval_loss = jnp.mean(initstate.squared_error(pred, y), axis=0)
-  carry = params['rnn'].get('carry', jnp.zeros(()))
+  carry = cast(dict[str, Any], params)['rnn'].get('carry', jnp.zeros(()))
   norm = jnp.sqrt(sum(jnp.sum(jnp.square(c)) for c in jax.tree.leaves(carry)))
   return DemoResult(train_loss, eval_loss, norm)
 

@@ -299,7 +299,8 @@ def run(config: Config, out_dir: str | os.PathLike[str] | None = None, *,
   eval_key = jax.random.split(jax.random.key(config.seed), 3)[2]
   eval_batch = make_batch(eval_key, config.eval_size, config.min_length, config.max_length)
   if config.max_length <= MAX_CODE_LENGTH:
-    seen = np.isin(string_codes(eval_batch.digits, eval_batch.lengths), training_codes(config))
+    seen = np.isin(string_codes(np.asarray(eval_batch.digits), np.asarray(eval_batch.lengths)),
+                   training_codes(config))
   else:  # Long strings: (almost) none repeats; not checked.
     seen = np.zeros((config.eval_size,), bool)
   chance = chance_exact_match(config.min_length, config.max_length)
