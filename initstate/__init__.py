@@ -1,14 +1,14 @@
 """initstate: initial carries for recurrent networks in JAX.
 
-Pure functions over pytrees: recurrent cells (`lstm`, `gru`, `elman`, `stack`, `from_flax`),
-initial-carry strategies (`zeros`, `learned`, `noisy`, `noisy_learned`, `latent`,
-`cleaning_noise`), conditional carries (`from_context`, `bridge`), `scan_rnn` over time with
-lengths, resets and burn-in, masked per-step losses, and sequence generation
-(`teacher_forcing`, `decode`).
+Pure functions over pytrees: recurrent cells (`lstm`, `gru`, `elman`, `stack`, and Flax cells
+through `from_flax` / `from_nnx`), initial-carry strategies (`zeros`, `learned`, `noisy`,
+`noisy_learned`, `latent`, `cleaning_noise`), conditional carries (`from_context`, `bridge`),
+`scan_rnn` over time with lengths, resets and burn-in, masked per-step losses, and sequence
+generation (`teacher_forcing`, `decode`).
 
-Submodules, loaded on first use: `initstate.nn` (Flax linen layers), `initstate.training`
-(train step, data parallelism, checkpoints), `initstate.convert` (Flax and PyTorch layouts),
-`initstate.tasks` (tasks with known optimal losses).
+Submodules, loaded on first use: `initstate.nnx` (Flax NNX layers), `initstate.nn` (Flax linen
+layers), `initstate.training` (train step, data parallelism, checkpoints), `initstate.convert`
+(Flax and PyTorch layouts), `initstate.tasks` (tasks with known optimal losses).
 """
 
 import importlib
@@ -19,6 +19,7 @@ from initstate._src.cells import as_cell
 from initstate._src.cells import BoundCell
 from initstate._src.cells import elman
 from initstate._src.cells import from_flax
+from initstate._src.cells import from_nnx
 from initstate._src.cells import gru
 from initstate._src.cells import lstm
 from initstate._src.cells import LSTMCarry
@@ -55,9 +56,9 @@ try:
 except _metadata.PackageNotFoundError:  # Run from a source tree that was never installed.
   __version__ = '0+unknown'
 
-_SUBMODULES = ('convert', 'nn', 'tasks', 'training')
+_SUBMODULES = ('convert', 'nn', 'nnx', 'tasks', 'training')
 if TYPE_CHECKING:  # For type checkers and IDEs; at run time they load on first use.
-  from initstate import convert, nn, tasks, training
+  from initstate import convert, nn, nnx, tasks, training
 
 
 def __getattr__(name: str) -> Any:
@@ -73,6 +74,7 @@ __all__ = (
     'BoundCell',
     'elman',
     'from_flax',
+    'from_nnx',
     'gru',
     'lstm',
     'LSTMCarry',
@@ -110,6 +112,7 @@ __all__ = (
     # Submodules.
     'convert',
     'nn',
+    'nnx',
     'tasks',
     'training',
 )

@@ -112,5 +112,23 @@ class LstmProfileTest(absltest.TestCase):
       self.assertRegex(proc.stdout, re.compile(rf'^{row}\s.*\d+\.\d{{3}}$', re.MULTILINE))
 
 
+class NnxStepTest(absltest.TestCase):
+  """`benchmarks/nnx_step.py --quick` runs every variant, and their losses agree."""
+
+  @pytest.mark.slow   # Runs the benchmark script (a subprocess).
+  def test_quick_run(self):
+    env = dict(os.environ, JAX_PLATFORMS='cpu')
+    proc = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'nnx_step.py'), '--quick'],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT_S,
+                          check=False)
+    self.assertEqual(proc.returncode, 0, msg=proc.stdout[-3000:] + proc.stderr[-3000:])
+    checks = re.findall(r'eval losses (\S+) \(scan_rnn\) (\S+) \(nnx\)', proc.stdout)
+    self.assertLen(checks, 2)
+    for functional, module in checks:
+      self.assertAlmostEqual(float(functional), float(module), places=5)
+    for name in ('scan_rnn', r'nnx\.jit', r'nnx split\+jit'):
+      self.assertLen(re.findall(rf'^  {name}\s.*\d+\.\d{{3}}$', proc.stdout, re.MULTILINE), 2)
+
+
 if __name__ == '__main__':
   absltest.main()

@@ -376,13 +376,73 @@ def from_flax(module: Any, input_shape: tuple[int, ...] = (1,)) -> RecurrentCell
   return RecurrentCell(init, apply, template, out.shape[-1])
 
 
+def _is_nnx_module(x: Any) -> bool:
+  if 'flax' not in sys.modules:  # Nothing can be an NNX module before Flax is imported.
+    return False
+  from flax import nnx
+  return isinstance(x, nnx.Module)
+
+
+def from_nnx(cell: Any) -> RecurrentCell:
+  """Wraps a Flax NNX recurrent cell (LSTMCell, OptimizedLSTMCell, GRUCell, SimpleCell, ...).
+
+  The cell must map `(carry, x) -> (carry, y)` and have `in_features` and `initialize_carry`,
+  as Flax's NNX cells do. Its carry keeps Flax's format (`(c, h)` for LSTM cells); the initial
+  carry comes from the initstate strategy, not from the cell's `carry_init`.
+
+  Returns:
+    A `RecurrentCell` whose params are the cell's `nnx.State` (`nnx.split(cell)[1]`): `init`
+    returns the cell's current state (the key is unused: an NNX cell is built with its
+    parameters), and `apply(params, carry, x)` runs the cell merged with `params`, so that
+    `scan_rnn(from_nnx(cell).bind(state), ...)` is a pure function of `state`.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, initstate
+    >>> from flax import nnx
+    >>> cell = initstate.from_nnx(nnx.GRUCell(3, 8, rngs=nnx.Rngs(0)))
+    >>> params = cell.init(None, 3)
+    >>> out = initstate.scan_rnn(cell.bind(params), jnp.ones((2, 5, 3)), jnp.zeros((2, 8)))
+    >>> out.outputs.shape
+    (2, 5, 8)
+  """
+  if not _is_nnx_module(cell):
+    raise TypeError(f'`from_nnx` needs a flax.nnx cell, got {type(cell).__name__}.')
+  from flax import nnx
+  in_features = getattr(cell, 'in_features', None)
+  if not checks.is_int(in_features) or not hasattr(cell, 'initialize_carry'):
+    raise TypeError(f'`from_nnx` needs an NNX cell with `in_features` and `initialize_carry` '
+                    f'(as Flax\'s LSTMCell, GRUCell, SimpleCell), got {type(cell).__name__}.')
+  graphdef, state = nnx.split(cell)
+  # Shapes only: nothing is drawn (the key is one the cell's `carry_init` would need).
+  batch_carry = jax.eval_shape(lambda: cell.initialize_carry((1, in_features),
+                                                             rngs=nnx.Rngs(0)))
+  template = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape[1:], s.dtype), batch_carry)
+
+  def init(key: PRNGKey | None, input_size: int) -> Params:
+    del key
+    if input_size != in_features:
+      raise ValueError(f'this NNX cell was built for in_features={in_features}, got '
+                       f'input_size={input_size}.')
+    return state
+
+  def apply(params: Params, carry: Carry, x: Array) -> tuple[Carry, Array]:
+    return nnx.merge(graphdef, params)(carry, x)
+
+  out = jax.eval_shape(lambda: apply(state, jax.tree.map(jnp.zeros_like, batch_carry),
+                                     jnp.zeros((1, in_features), jnp.float32))[1])
+  return RecurrentCell(init, apply, template, out.shape[-1])
+
+
 def as_cell(cell: Any) -> RecurrentCell:
-  """Returns `cell` unchanged if it is a `RecurrentCell`, or wraps a Flax cell with `from_flax`."""
+  """Returns `cell` unchanged if it is a `RecurrentCell`, or wraps a Flax linen cell with
+  `from_flax` or a Flax NNX cell with `from_nnx`."""
   if isinstance(cell, RecurrentCell):
     return cell
   if _is_linen_module(cell):
     return from_flax(cell)
-  raise TypeError('expected an initstate RecurrentCell or a flax.linen cell, got '
+  if _is_nnx_module(cell):
+    return from_nnx(cell)
+  raise TypeError('expected an initstate RecurrentCell, a flax.linen cell or a flax.nnx cell, got '
                   f'{type(cell).__name__}.')
 
 

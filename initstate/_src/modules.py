@@ -12,6 +12,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 
+from initstate._src import bidirectional as bidirectional_lib
 from initstate._src import conditional as conditional_lib
 from initstate._src import strategies as strategies_lib
 from initstate._src import training as training_lib
@@ -202,6 +203,73 @@ class RNN(nn.Module):
         stop_gradient_burn_in=self.stop_gradient_burn_in, reverse=self.reverse,
         unroll=self.unroll, time_major=self.time_major, return_carries=self.return_carries,
         implementation=self.implementation, checkpoint_every=self.checkpoint_every)
+
+
+class Bidirectional(nn.Module):
+  """A forward and a backward `RNN` over the same inputs, their outputs merged per step.
+
+  Each direction has its own cell, initial-carry strategy and parameters (`params['forward']`,
+  `params['backward']`). The backward layer runs with `reverse=True` whatever its own setting:
+  each sequence from its last valid step back to step 0 (`seq_lengths`-aware: padding stays
+  padding), its outputs in the original order.
+
+  Attributes:
+    forward: the forward `RNN`.
+    backward: the backward `RNN`.
+    merge_fn: `(forward_outputs, backward_outputs) -> outputs` per step; concatenation on the
+      last axis by default.
+
+  Returns (from a call): a `ScanOutput` whose `final_carry` and `carries` are pairs
+  (forward, backward) and whose `mask` is True where both directions count a step.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, initstate
+    >>> model = initstate.nn.Bidirectional(
+    ...     initstate.nn.RNN(initstate.lstm(8), carry=initstate.learned()),
+    ...     initstate.nn.RNN(initstate.gru(4)))
+    >>> x = jnp.ones((2, 5, 3))
+    >>> variables = model.init(jax.random.key(0), x, train=False)
+    >>> out = model.apply(variables, x, seq_lengths=jnp.array([5, 3]), train=False)
+    >>> out.outputs.shape                                   # [B, T, 8 + 4]
+    (2, 5, 12)
+  """
+  forward: RNN
+  backward: RNN
+  merge_fn: bidirectional_lib.MergeFn = bidirectional_lib.concatenate
+
+  def __post_init__(self):
+    if not isinstance(self.forward, RNN) or not isinstance(self.backward, RNN):
+      raise TypeError('`forward` and `backward` must be initstate.nn.RNN layers, got '
+                      f'{type(self.forward).__name__} and {type(self.backward).__name__}.')
+    if self.forward.reverse:
+      raise ValueError('the `forward` RNN of a Bidirectional must not have reverse=True.')
+    # Copies, so that both directions are this layer's children ('forward', 'backward') wherever
+    # the RNNs were constructed; the backward one always runs reversed.
+    object.__setattr__(self, 'forward', self.forward.clone())
+    object.__setattr__(self, 'backward', self.backward.clone(reverse=True))
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(
+      self,
+      inputs: Array,
+      *,
+      seq_lengths: Array | None = None,
+      resets: Array | None = None,
+      initial_carry: tuple[Carry, Carry] | None = None,
+      train: bool | None = None,
+  ) -> ScanOutput:
+    """Runs both directions; `initial_carry` is a pair (forward, backward) or None; the other
+    arguments are passed to both (`resets` count in each direction's processing order)."""
+    if initial_carry is not None and (not isinstance(initial_carry, tuple)
+                                      or len(initial_carry) != 2):
+      raise ValueError('`initial_carry` must be a pair (forward, backward) or None.')
+    fw_carry, bw_carry = initial_carry if initial_carry is not None else (None, None)
+    fw = self.forward(inputs, seq_lengths=seq_lengths, resets=resets, initial_carry=fw_carry,
+                      train=train)
+    bw = self.backward(inputs, seq_lengths=seq_lengths, resets=resets, initial_carry=bw_carry,
+                       train=train)
+    return bidirectional_lib.merge(fw, bw, self.merge_fn)
 
 
 def update_carry_state(strategy: strategies_lib.CarryStrategy, carry_state: Any,
