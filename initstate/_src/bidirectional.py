@@ -6,11 +6,12 @@ padding left in place, outputs in the original order) and combine their `ScanOut
 """
 
 from collections.abc import Callable
+from typing import Any
 
 import jax.numpy as jnp
 
 from initstate._src.scan import ScanOutput
-from initstate._src.types import Array
+from initstate._src.types import Array, Carry
 
 MergeFn = Callable[[Array, Array], Array]
 
@@ -36,3 +37,17 @@ def merge(forward: ScanOutput, backward: ScanOutput, merge_fn: MergeFn) -> ScanO
   return ScanOutput(final_carry=(forward.final_carry, backward.final_carry),
                     outputs=merge_fn(forward.outputs, backward.outputs),
                     mask=forward.mask & backward.mask, carries=carries)
+
+
+def run(forward: Callable[..., ScanOutput], backward: Callable[..., ScanOutput],
+        merge_fn: MergeFn, inputs: Array, initial_carry: tuple[Carry, Carry] | None,
+        **kwargs: Any) -> ScanOutput:
+  """Calls both layers on `inputs` (each with its own initial carry, if given, and `kwargs`)
+  and merges their outputs."""
+  if initial_carry is not None and (not isinstance(initial_carry, tuple)
+                                    or len(initial_carry) != 2):
+    raise ValueError('`initial_carry` must be a pair (forward, backward) or None.')
+  fw_carry, bw_carry = initial_carry if initial_carry is not None else (None, None)
+  fw = forward(inputs, initial_carry=fw_carry, **kwargs)
+  bw = backward(inputs, initial_carry=bw_carry, **kwargs)
+  return merge(fw, bw, merge_fn)

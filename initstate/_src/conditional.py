@@ -204,3 +204,24 @@ def bridge(encoder_template: Carry, decoder_template: Carry, *, project: str = '
     return tuple(out) if decoder_is_stack else out[0]
 
   return CarryMap(init, apply)
+
+
+def check_context(context: Any, initial_carry: Carry | None, batch: int,
+                  has_map: bool) -> Array | None:
+  """A layer's `context` argument: [B, F] when the layer has a context map, else None.
+
+  Raises a clear error for a context without a map, a map without a context, a context and an
+  explicit `initial_carry` together, or a context whose shape is not [B, F].
+  """
+  if not has_map:
+    if context is not None:
+      raise ValueError('`context` needs a `context_carry` (e.g. initstate.from_context()).')
+    return None
+  if context is None or initial_carry is not None:
+    raise ValueError('with `context_carry`, pass `context` ([B, F]) and no `initial_carry`.')
+  context = jnp.asarray(context)
+  if context.ndim != 2 or context.shape[0] != batch:
+    raise ValueError(f'`context` must be [B, F] with the batch B = {batch} of `inputs`, got '
+                     f'shape {context.shape}.')
+  return context
+

@@ -178,22 +178,16 @@ class RNN(nn.Module):
                                               state=carry_state)
       return strategy.init_carry(carry_params, key, batch, train=train, state=carry_state)
 
-    if self.context_carry is not None:
-      if context is None or initial_carry is not None:
-        raise ValueError('with `context_carry`, pass `context` ([B, F]) and no `initial_carry`.')
-      context = jax.numpy.asarray(context)
-      if context.ndim != 2 or context.shape[0] != inputs.shape[1 if self.time_major else 0]:
-        raise ValueError(f'`context` must be [B, F] with the batch of `inputs` '
-                         f'{inputs.shape}, got {context.shape}.')
+    batch = inputs.shape[1 if self.time_major else 0]
+    context = conditional_lib.check_context(context, initial_carry, batch,
+                                            self.context_carry is not None)
+    if self.context_carry is not None and context is not None:
       map_params = self.param('context_carry', self.context_carry.init, context.shape[-1],
                               template)
       initial_carry = self.context_carry.apply(map_params, context)
-    elif context is not None:
-      raise ValueError('`context` needs a `context_carry` (e.g. initstate.from_context()).')
 
     if stateful and initial_carry is None:
       # Made here (with the key scan_rnn would use) so that its gradient can be read off.
-      batch = inputs.shape[1 if self.time_major else 0]
       init_key = None if rng is None else jax.random.split(rng)[0]
       initial_carry = self.perturb('initial_carry', init_carry_fn(init_key, batch))
 
@@ -261,15 +255,9 @@ class Bidirectional(nn.Module):
   ) -> ScanOutput:
     """Runs both directions; `initial_carry` is a pair (forward, backward) or None; the other
     arguments are passed to both (`resets` count in each direction's processing order)."""
-    if initial_carry is not None and (not isinstance(initial_carry, tuple)
-                                      or len(initial_carry) != 2):
-      raise ValueError('`initial_carry` must be a pair (forward, backward) or None.')
-    fw_carry, bw_carry = initial_carry if initial_carry is not None else (None, None)
-    fw = self.forward(inputs, seq_lengths=seq_lengths, resets=resets, initial_carry=fw_carry,
-                      train=train)
-    bw = self.backward(inputs, seq_lengths=seq_lengths, resets=resets, initial_carry=bw_carry,
-                       train=train)
-    return bidirectional_lib.merge(fw, bw, self.merge_fn)
+    return bidirectional_lib.run(self.forward, self.backward, self.merge_fn, inputs,
+                                 initial_carry, seq_lengths=seq_lengths, resets=resets,
+                                 train=train)
 
 
 def update_carry_state(strategy: strategies_lib.CarryStrategy, carry_state: Any,

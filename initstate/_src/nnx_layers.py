@@ -4,7 +4,6 @@ variables, on the same pure functions as everything else (`scan_rnn`, the strate
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from initstate._src import bidirectional as bidirectional_lib
@@ -244,17 +243,10 @@ class RNN(nnx.Module):
     def init_carry_fn(key, b):
       return strategy.init_carry(carry_params, key, b, train=train, state=carry_state)
 
-    if self.context_map is not None:
-      if context is None or initial_carry is not None:
-        raise ValueError('with `context_carry`, pass `context` ([B, F]) and no '
-                         '`initial_carry`.')
-      context = jnp.asarray(context)
-      if context.ndim != 2 or context.shape[0] != batch:
-        raise ValueError(f'`context` must be [B, F] with the batch of `inputs` '
-                         f'{inputs.shape}, got {context.shape}.')
+    context = conditional_lib.check_context(context, initial_carry, batch,
+                                            self.context_map is not None)
+    if self.context_map is not None and context is not None:
       initial_carry = self.context_map.apply(_values(self.context_carry), context)
-    elif context is not None:
-      raise ValueError('`context` needs a `context_carry` (e.g. initstate.from_context()).')
 
     if stateful and train and initial_carry is None and hasattr(self, '__captures__'):
       # Inside `nnx.capture`: the initial carry goes through a perturbation, so that the
@@ -325,15 +317,9 @@ class Bidirectional(nnx.Module):
   ) -> ScanOutput:
     """Runs both directions; `initial_carry` is a pair (forward, backward) or None; the other
     arguments are passed to both (`resets` count in each direction's processing order)."""
-    if initial_carry is not None and (not isinstance(initial_carry, tuple)
-                                      or len(initial_carry) != 2):
-      raise ValueError('`initial_carry` must be a pair (forward, backward) or None.')
-    fw_carry, bw_carry = initial_carry if initial_carry is not None else (None, None)
-    fw = self.forward(inputs, seq_lengths=seq_lengths, resets=resets, initial_carry=fw_carry,
-                      rngs=rngs)
-    bw = self.backward(inputs, seq_lengths=seq_lengths, resets=resets, initial_carry=bw_carry,
-                       rngs=rngs)
-    return bidirectional_lib.merge(fw, bw, self.merge_fn)
+    return bidirectional_lib.run(self.forward, self.backward, self.merge_fn, inputs,
+                                 initial_carry, seq_lengths=seq_lengths, resets=resets,
+                                 rngs=rngs)
 
 
 def update_carry_state(model: nnx.Module, perturbation_grads: Any, *,
