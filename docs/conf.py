@@ -6,6 +6,7 @@ Build (what tests/docs_test.py runs, warnings are errors):
 """
 
 import dataclasses
+import inspect
 import os
 import re
 import sys
@@ -23,11 +24,13 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 import initstate  # pylint: disable=g-import-not-at-top,wrong-import-position
 import initstate.convert  # pylint: disable=g-import-not-at-top,wrong-import-position
 import initstate.nn  # pylint: disable=g-import-not-at-top,wrong-import-position
+import initstate.nnx  # pylint: disable=g-import-not-at-top,wrong-import-position
 import initstate.tasks  # pylint: disable=g-import-not-at-top,wrong-import-position
 import initstate.training  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # The public modules: every name of their `__all__` is documented under `module.name`.
-PUBLIC_MODULES = (initstate, initstate.nn, initstate.training, initstate.convert, initstate.tasks)
+PUBLIC_MODULES = (initstate, initstate.nn, initstate.nnx, initstate.training, initstate.convert,
+                  initstate.tasks)
 
 project = 'initstate'
 author = 'initstate contributors'
@@ -58,6 +61,11 @@ nitpick_ignore = [
     ('py:class', 'optax._src.base.GradientTransformation'),
     # flax.linen.RNNCellBase, under its runtime name: `from_flax`'s `module`.
     ('py:class', 'flax.linen.recurrent.RNNCellBase'),
+    # flax.nnx.Module, Rngs and RngStream, under their runtime names: the NNX layers' `cell`,
+    # `model` and `rngs`.
+    ('py:class', 'flax.nnx.module.Module'),
+    ('py:class', 'flax.nnx.rnglib.Rngs'),
+    ('py:class', 'flax.nnx.rnglib.RngStream'),
     # Standard library types in hints (cell and step functions, hidden sizes, checkpoint paths).
     ('py:class', 'collections.abc.Callable'),
     ('py:class', 'collections.abc.Sequence'),
@@ -159,34 +167,59 @@ def _resolve(app, env, node, contnode):
   return None
 
 
-# ---- The Flax layer's signature. ----
-# `initstate.nn.RNN` is a dataclass: its generated signature would show the default strategy
-# as a tuple of function reprs and Flax's internal `parent` / `name` fields. Its signature is
-# built here from the dataclass fields instead, so that it follows the code.
-_READABLE_DEFAULTS = {'carry': 'initstate.zeros()'}
+# ---- The Flax layers' signatures. ----
+# The linen layers (`initstate.nn.RNN`, `initstate.nn.Bidirectional`) are dataclasses: their
+# generated signatures would show the defaults as reprs of function tuples and Flax's internal
+# `parent` / `name` fields; they are built here from the dataclass fields instead. The NNX
+# layers' metaclass hides their `__init__` behind `(*args, **kwargs)`; theirs are built from
+# `__init__`. Both follow the code; a default without a readable repr needs an entry below.
+_READABLE_DEFAULTS = {'carry': 'initstate.zeros()', 'merge_fn': 'concatenate'}
+_LINEN_LAYERS = ('initstate.nn.RNN', 'initstate.nn.Bidirectional')
+_NNX_LAYERS = ('initstate.nnx.RNN', 'initstate.nnx.Bidirectional', 'initstate.nnx.CarryMapModule')
+# An `nnx.Variable`: its `__init__` lists Flax's own keyword arguments.
+_FIXED_SIGNATURES = {'initstate.nnx.CarryState': '(value, **metadata)'}
 
 
-def _rnn_signature(app, what, name, obj, options, signature, return_annotation):
+class _Text:
+  """A default value shown as the given text."""
+
+  def __init__(self, text):
+    self.text = text
+
+  def __repr__(self):
+    return self.text
+
+
+def _readable(name, param, default):
+  text = _READABLE_DEFAULTS.get(param, repr(default))
+  if '<' in text:
+    logger.warning('conf.py: the default of %s(%s=...) has no readable repr; add it to '
+                   '_READABLE_DEFAULTS.', name, param)
+  return _Text(text)
+
+
+def _layer_signature(app, what, name, obj, options, signature, return_annotation):
   del app, what, options
-  if name != 'initstate.nn.RNN':
+  if name in _FIXED_SIGNATURES:
+    return _FIXED_SIGNATURES[name], None
+  if name in _LINEN_LAYERS:
+    params = [inspect.Parameter(
+        field.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        default=(inspect.Parameter.empty if field.default is dataclasses.MISSING
+                 else _readable(name, field.name, field.default)))
+              for field in dataclasses.fields(obj) if field.name not in ('parent', 'name')]
+  elif name in _NNX_LAYERS:
+    params = [p.replace(annotation=inspect.Parameter.empty,
+                        default=(p.default if p.default is inspect.Parameter.empty
+                                 else _readable(name, p.name, p.default)))
+              for p in list(inspect.signature(obj.__init__).parameters.values())[1:]]
+  else:
     return None
-  params = []
-  for field in dataclasses.fields(obj):
-    if field.name in ('parent', 'name'):
-      continue
-    if field.default is dataclasses.MISSING:
-      params.append(field.name)
-      continue
-    default = _READABLE_DEFAULTS.get(field.name, repr(field.default))
-    if '<' in default:
-      logger.warning('conf.py: the default of initstate.nn.RNN.%s has no readable repr; '
-                     'add it to _READABLE_DEFAULTS.', field.name)
-    params.append(f'{field.name}={default}')
-  return f'({", ".join(params)})', return_annotation
+  return str(inspect.Signature(params)), return_annotation
 
 
 def setup(app):
   app.add_role('code_or_ref', code_or_ref_role)
   app.connect('missing-reference', _resolve)
-  app.connect('autodoc-process-signature', _rnn_signature)
+  app.connect('autodoc-process-signature', _layer_signature)
   return {'parallel_read_safe': True, 'parallel_write_safe': True}

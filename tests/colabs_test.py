@@ -19,7 +19,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 COLABS = ROOT / 'colabs'
 EXPECTED = ('01_quickstart.ipynb', '02_initial_state_strategies.ipynb',
-            '03_burn_in_sysid.ipynb', '04_accelerators.ipynb')
+            '03_burn_in_sysid.ipynb', '04_accelerators.ipynb', '05_nnx.ipynb')
 BADGE = re.compile(
     r'\[!\[Open In Colab\]\(https://colab\.research\.google\.com/assets/colab-badge\.svg\)\]'
     r'\((https://colab\.research\.google\.com/github/[^)\s]+)\)')

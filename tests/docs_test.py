@@ -2,8 +2,8 @@
 
 * The site in `docs/` builds with `sphinx-build -W --keep-going -b html` (warnings are errors),
   and the built reference (`objects.inv`) has an entry for every symbol of the `__all__` of
-  `initstate`, `initstate.nn`, `initstate.training`, `initstate.convert` and `initstate.tasks`
-  (marked slow: it builds the whole site).
+  `initstate`, `initstate.nn`, `initstate.nnx`, `initstate.training`, `initstate.convert` and
+  `initstate.tasks` (marked slow: it builds the whole site).
 * Every public class, function and module has a docstring of its own.
 * The `>>>` examples in the public docstrings and in the Markdown pages `docs/*.md` run with the
   standard `doctest` module (ELLIPSIS | NORMALIZE_WHITESPACE). Docstring examples run with
@@ -40,12 +40,14 @@ import pytest
 import initstate
 import initstate.convert
 import initstate.nn
+import initstate.nnx
 import initstate.tasks
 import initstate.training
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = ROOT / 'docs'
-PUBLIC_MODULES = (initstate, initstate.nn, initstate.training, initstate.convert, initstate.tasks)
+PUBLIC_MODULES = (initstate, initstate.nn, initstate.nnx, initstate.training, initstate.convert,
+                  initstate.tasks)
 OPTIONFLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 # What a docstring example may use without importing it.
 DOCTEST_GLOBALS = {'functools': functools, 'jax': jax, 'jnp': jnp, 'np': np, 'optax': optax,
@@ -64,14 +66,19 @@ DOCTESTED = (
     'initstate.cleaning_noise',
     'initstate.from_context',
     'initstate.bridge',
+    'initstate.from_nnx',
     'initstate.nn.RNN',
+    'initstate.nn.Bidirectional',
+    'initstate.nnx.RNN',
+    'initstate.nnx.Bidirectional',
+    'initstate.nnx.CarryMapModule',
     'initstate.training.train_step',
 )
 BUILD_TIMEOUT_S = 300
 # The Markdown pages, each run as one doctest session (one test each, so that they run in
 # parallel under pytest-xdist); PAGES_WITH_EXAMPLES must exist and hold examples.
-PAGES_WITH_EXAMPLES = ('index.md', 'strategies.md', 'semantics.md', 'cells.md', 'flax.md',
-                       'generation.md', 'multi_device.md')
+PAGES_WITH_EXAMPLES = ('index.md', 'strategies.md', 'semantics.md', 'cells.md', 'nnx.md',
+                       'flax.md', 'generation.md', 'multi_device.md')
 PAGES = tuple(sorted({p.name for p in DOCS.glob('*.md')} | set(PAGES_WITH_EXAMPLES)))
 # Pages that may name what no longer exists: the migration guide lists the old names.
 PAGES_WITH_OLD_NAMES = ('migration.md',)
@@ -80,7 +87,7 @@ _NAME = re.compile(r'\binitstate(?:\.[A-Za-z_][A-Za-z0-9_]*)+')
 
 
 def _public_symbols():
-  """(module, name, full name, object) for every entry of the three `__all__` lists."""
+  """(module, name, full name, object) for every entry of the public modules' `__all__`."""
   return [(m, n, f'{m.__name__}.{n}', getattr(m, n)) for m in PUBLIC_MODULES for n in m.__all__]
 
 

@@ -291,10 +291,42 @@ class CleaningTest(absltest.TestCase):
         initstate.gru(H).bind(cell_params), x, c).outputs ** 2))(
             jnp.broadcast_to(carry_params, (B, H)))
     del hand   # The cell moved with the optimizer step; compare with the grads taken before:
-    grad_before = carry_grads['initial_carry'].get_value()
+    grad_before = carry_grads['initial_carry_0'].get_value()
     np.testing.assert_allclose(model.carry_state.values.get_value()[:B], grad_before,
                                atol=1e-6)
     self.assertGreater(float(jnp.abs(grad_before).max()), 0)
+
+  def test_lstm_and_stack_carries_match_the_hand_computed_gradient(self):
+    x, _, _ = _inputs()
+    for cell in (initstate.lstm(H), initstate.stack([initstate.lstm(H), initstate.gru(4)])):
+      model = initstate.nnx.RNN(cell, carry=initstate.cleaning_noise(8), in_features=D,
+                                rngs=nnx.Rngs(0))
+      loss = lambda m, x: jnp.sum(m(x).outputs ** 2)
+      _, perturbations = nnx.capture(loss, nnx.Perturbation)(model, x)
+      carry_grads = nnx.grad(lambda m, p: nnx.capture(loss, init=p)(m, x), argnums=1)(
+          model, perturbations)
+      initstate.nnx.update_carry_state(model, carry_grads)
+      # The buffer is empty before this step, so the carry was exactly the learned one.
+      carry = jax.tree.map(lambda c: jnp.broadcast_to(c, (B,) + c.shape), _values(model.carry))
+      hand = jax.grad(lambda c: jnp.sum(initstate.scan_rnn(
+          cell.bind(_values(model.cell)), x, c).outputs ** 2))(carry)
+      buffer = _values(model.carry_state)
+      self.assertEqual(int(buffer.count), B)
+      for got, want in zip(jax.tree.leaves(buffer.values), jax.tree.leaves(hand)):
+        np.testing.assert_allclose(got[:B], want, atol=1e-5)
+
+  def test_capture_works_with_an_nnx_cell(self):
+    x, _, _ = _inputs()
+    model = initstate.nnx.RNN(nnx.LSTMCell(D, H, rngs=nnx.Rngs(0)),
+                              carry=initstate.cleaning_noise(8), rngs=nnx.Rngs(1))
+    loss = lambda m, x: jnp.sum(m(x).outputs ** 2)
+    _, perturbations = nnx.capture(loss, nnx.Perturbation)(model, x)
+    carry_grads = nnx.grad(lambda m, p: nnx.capture(loss, init=p)(m, x), argnums=1)(
+        model, perturbations)
+    initstate.nnx.update_carry_state(model, carry_grads)
+    self.assertEqual(int(model.carry_state.count.get_value()), B)
+    _, intermediates = nnx.capture(model, nnx.Intermediate)(x)   # Any capture runs.
+    del intermediates
 
   def test_update_without_a_stateful_rnn_is_an_error(self):
     model = initstate.nnx.RNN(initstate.gru(H), in_features=D, rngs=nnx.Rngs(0))

@@ -50,7 +50,7 @@ def _stream(rngs: Any, name: str) -> Any:
 
 
 class CarryMapModule(nnx.Module):
-  """A `CarryMap` (`from_context`, `bridge`) as an NNX module: its params are `nnx.Param`s.
+  """A `CarryMap` (`from_context`, `bridge`) as an NNX module, its params `nnx.Param` variables.
 
   Args:
     carry_map: the map, e.g. `initstate.bridge(encoder.carry_template,
@@ -84,12 +84,12 @@ class CarryMapModule(nnx.Module):
 class RNN(nnx.Module):
   """A recurrent layer: `scan_rnn` over a cell, started from an initial-carry strategy.
 
-  Variables: the cell's parameters under `cell` (an initstate cell's params as `nnx.Param`s,
-  or the NNX cell itself), the strategy's trainable values under `carry` (`nnx.Param`s in the
-  carry's structure, e.g. `LSTMCarry(h, c)` per layer), its state (the cleaning-noise buffer)
-  under `carry_state` as `CarryState` variables, which are not `nnx.Param`s, so that
-  `nnx.Optimizer(model, tx, wrt=nnx.Param)` leaves them alone, and the context network of
-  `context_carry` under `context_carry`.
+  Variables: the cell's parameters under `cell` (an initstate cell's params as `nnx.Param`
+  variables, or the NNX cell itself), the strategy's trainable values under `carry`
+  (`nnx.Param` variables in the carry's structure, e.g. `LSTMCarry(h, c)` per layer), its state
+  (the cleaning-noise buffer) under `carry_state` as `CarryState` variables, which are not
+  `nnx.Param` variables, so that `nnx.Optimizer(model, tx, wrt=nnx.Param)` leaves them alone,
+  and the context network of `context_carry` under `context_carry`.
 
   Noise: drawn in training mode (`deterministic=False`, set by `model.train()`) from the
   'carry' stream of the `rngs` given at call time or, failing that, of those given at
@@ -104,8 +104,14 @@ class RNN(nnx.Module):
       `(carry, x) -> (carry, y)`).
     carry: the initial-carry strategy (default `zeros()`).
     in_features: D, the input size of an initstate cell.
-    burn_in, stop_gradient_burn_in, reverse, unroll, time_major, return_carries,
-      implementation, checkpoint_every: as in `scan_rnn`.
+    burn_in: as in `scan_rnn`.
+    stop_gradient_burn_in: as in `scan_rnn`.
+    reverse: as in `scan_rnn`.
+    unroll: as in `scan_rnn`.
+    time_major: as in `scan_rnn`.
+    return_carries: as in `scan_rnn`.
+    implementation: as in `scan_rnn`.
+    checkpoint_every: as in `scan_rnn`.
     context_carry: a `CarryMap` from `initstate.from_context(...)`: calls that pass `context`
       ([B, F]) start from the carry it computes; resets still use `carry`.
     context_features: F, the context size (required with `context_carry`).
@@ -252,10 +258,16 @@ class RNN(nnx.Module):
       # Inside `nnx.capture`: the initial carry goes through a perturbation, so that the
       # gradient at it can be read off (see `update_carry_state`).
       init_key = None if rng is None else jax.random.split(rng)[0]
-      initial_carry = self.perturb('initial_carry', init_carry_fn(init_key, batch))
+      # One perturbation per leaf ('initial_carry_0', ...): `Module.perturb` adds with `+`,
+      # which would concatenate the tuples of an LSTMCarry or a stack's carry.
+      leaves, treedef = jax.tree.flatten(init_carry_fn(init_key, batch))
+      initial_carry = treedef.unflatten(
+          [self.perturb(f'initial_carry_{i}', leaf) for i, leaf in enumerate(leaves)])
 
     if isinstance(self.cell, nnx.Module):
-      cell_fn = self.recurrent_cell.bind(nnx.state(self.cell))
+      # Without the `__captures__` that `nnx.capture` adds to every module while it runs.
+      cell_fn = self.recurrent_cell.bind(
+          nnx.state(self.cell, nnx.Not(nnx.PathContains('__captures__'))))
     else:
       cell_fn = self.recurrent_cell.bind(_values(self.cell))
     return scan_rnn(
@@ -330,7 +342,8 @@ def update_carry_state(model: nnx.Module, perturbation_grads: Any, *,
     model: a module holding one or more `initstate.nnx.RNN` layers.
     perturbation_grads: the gradient with respect to the perturbations that
       `nnx.capture(..., nnx.Perturbation)` collected (an `nnx.State` mirroring the module
-      tree, with each stateful RNN's initial-carry gradient under 'initial_carry').
+      tree, with each stateful RNN's initial-carry gradient under 'initial_carry_0',
+      'initial_carry_1', ... (one per array of the carry, in `jax.tree.leaves` order)).
     axis_name: the data axis under `pmap` / `shard_map`, as in `strategy.update_state`.
   """
   found = False
@@ -343,11 +356,14 @@ def update_carry_state(model: nnx.Module, perturbation_grads: Any, *,
       node = node[key] if key in node else None
       if node is None:
         break
-    if node is None or 'initial_carry' not in node:
-      raise ValueError(f'no gradient at "{"/".join(map(str, path)) or "<root>"}/initial_carry" '
-                       'in `perturbation_grads`: take the gradient with respect to the '
-                       'perturbations that nnx.capture(..., nnx.Perturbation) returned.')
-    grads = _values(node['initial_carry'])
+    treedef = jax.tree.structure(module.recurrent_cell.carry_template)
+    names = [f'initial_carry_{i}' for i in range(treedef.num_leaves)]
+    if node is None or any(name not in node for name in names):
+      where = '/'.join(map(str, path)) or '<root>'
+      raise ValueError(f'no gradient at "{where}/initial_carry_*" in `perturbation_grads`: '
+                       'take the gradient with respect to the perturbations that '
+                       'nnx.capture(..., nnx.Perturbation) returned.')
+    grads = treedef.unflatten([node[name].get_value() for name in names])
     new_state = module.strategy.update_state(_values(module.carry_state), grads,
                                              axis_name=axis_name)
     jax.tree.map(lambda var, value: var.set_value(value), module.carry_state, new_state,
