@@ -1,4 +1,4 @@
-"""Tests of `initstate._src.cells`: agreement with Flax (and PyTorch), converters, stack, errors."""
+"""Tests of the cells: agreement with Flax (and PyTorch), converters, stack, errors."""
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -17,14 +17,14 @@ F32 = jnp.float32
 
 # name, Flax module class, our cell factory, converter Flax -> ours, converter ours -> Flax.
 FLAX_CASES = (
-    ('lstm', nn.LSTMCell, initstate.lstm, initstate.lstm_params_from_flax,
-     initstate.lstm_params_to_flax),
-    ('optimized_lstm', nn.OptimizedLSTMCell, initstate.lstm, initstate.lstm_params_from_flax,
-     initstate.lstm_params_to_flax),
-    ('gru', nn.GRUCell, initstate.gru, initstate.gru_params_from_flax,
-     initstate.gru_params_to_flax),
-    ('elman', nn.SimpleCell, initstate.elman, initstate.elman_params_from_flax,
-     initstate.elman_params_to_flax),
+    ('lstm', nn.LSTMCell, initstate.lstm, initstate.convert.lstm_params_from_flax,
+     initstate.convert.lstm_params_to_flax),
+    ('optimized_lstm', nn.OptimizedLSTMCell, initstate.lstm,
+     initstate.convert.lstm_params_from_flax, initstate.convert.lstm_params_to_flax),
+    ('gru', nn.GRUCell, initstate.gru, initstate.convert.gru_params_from_flax,
+     initstate.convert.gru_params_to_flax),
+    ('elman', nn.SimpleCell, initstate.elman, initstate.convert.elman_params_from_flax,
+     initstate.convert.elman_params_to_flax),
 )
 
 
@@ -270,7 +270,7 @@ class ConversionTest(parameterized.TestCase):
     b_h = np.zeros(3 * H, np.float32)
     b_h[gate * H + 1] = 0.25
     params['b_h'] = jnp.asarray(b_h)
-    flax_params = initstate.gru_params_to_flax(params)
+    flax_params = initstate.convert.gru_params_to_flax(params)
     name = ('ir', 'iz')[gate]
     np.testing.assert_allclose(flax_params[name]['bias'][1],
                                params['b_i'][gate * H + 1] + 0.25, **TOL)
@@ -281,7 +281,7 @@ class ConversionTest(parameterized.TestCase):
 
   def test_gru_to_flax_under_jit_keeps_hidden_rz_bias(self):
     params = _random_like(_our_param_shapes(initstate.gru(H)), 30)  # Random b_h: r, z non-zero.
-    flax_params = jax.jit(initstate.gru_params_to_flax)(params)
+    flax_params = jax.jit(initstate.convert.gru_params_to_flax)(params)
     carry, x = _normal(31, (B, H)), _normal(32, (B, D))
     _, want_y = initstate.gru(H).apply(params, carry, x)
     _, got_y = nn.GRUCell(H).apply({'params': flax_params}, carry, x)
@@ -290,7 +290,7 @@ class ConversionTest(parameterized.TestCase):
   def test_gru_to_flax_accepts_hidden_n_bias(self):
     params = _random_like(_our_param_shapes(initstate.gru(H)), 14)
     params['b_h'] = jnp.asarray(np.repeat(np.float32([0.0, 0.0, 0.25]), H))
-    flax_params = initstate.gru_params_to_flax(params)
+    flax_params = initstate.convert.gru_params_to_flax(params)
     np.testing.assert_allclose(flax_params['hn']['bias'], np.full((H,), 0.25), **TOL)
     self.assertNotIn('bias', flax_params['hr'])
     self.assertNotIn('bias', flax_params['hz'])
@@ -300,16 +300,16 @@ class ConversionTest(parameterized.TestCase):
     c = -h - 1.0
     carry = LSTMCarry(h=h, c=c)
     self.assertEqual(LSTMCarry._fields, ('h', 'c'))
-    flax_carry = initstate.lstm_carry_to_flax(carry)
+    flax_carry = initstate.convert.lstm_carry_to_flax(carry)
     self.assertIsInstance(flax_carry, tuple)
     self.assertLen(flax_carry, 2)
     np.testing.assert_array_equal(flax_carry[0], c)  # Flax: (c, h).
     np.testing.assert_array_equal(flax_carry[1], h)
-    back = initstate.lstm_carry_from_flax(flax_carry)
+    back = initstate.convert.lstm_carry_from_flax(flax_carry)
     self.assertIsInstance(back, LSTMCarry)
     np.testing.assert_array_equal(back.h, h)
     np.testing.assert_array_equal(back.c, c)
-    again = initstate.lstm_carry_to_flax(initstate.lstm_carry_from_flax((c, h)))
+    again = initstate.convert.lstm_carry_to_flax(initstate.convert.lstm_carry_from_flax((c, h)))
     np.testing.assert_array_equal(again[0], c)
     np.testing.assert_array_equal(again[1], h)
 
@@ -318,9 +318,9 @@ class ConversionTest(parameterized.TestCase):
     module, flax_params, flax_carry, x = _setup(nn.LSTMCell, 15)
     want_carry, _ = module.apply({'params': flax_params}, flax_carry, x)
     got_carry, _ = initstate.lstm(H).apply(
-        initstate.lstm_params_from_flax(flax_params),
-        initstate.lstm_carry_from_flax(flax_carry), x)
-    chex.assert_trees_all_close(initstate.lstm_carry_to_flax(got_carry), want_carry, **TOL)
+        initstate.convert.lstm_params_from_flax(flax_params),
+        initstate.convert.lstm_carry_from_flax(flax_carry), x)
+    chex.assert_trees_all_close(initstate.convert.lstm_carry_to_flax(got_carry), want_carry, **TOL)
 
 
 class InitTest(parameterized.TestCase):
@@ -444,9 +444,10 @@ class FromFlaxTest(parameterized.TestCase):
     chex.assert_trees_all_close(got_carry, want_carry, **TOL)
     # And the wrapped cell agrees with our own `lstm` after conversion.
     ours_carry, ours_y = initstate.lstm(4).apply(
-        initstate.lstm_params_from_flax(params), initstate.lstm_carry_from_flax(carry), x)
+        initstate.convert.lstm_params_from_flax(params),
+        initstate.convert.lstm_carry_from_flax(carry), x)
     np.testing.assert_allclose(ours_y, got_y, **TOL)
-    chex.assert_trees_all_close(initstate.lstm_carry_to_flax(ours_carry), got_carry, **TOL)
+    chex.assert_trees_all_close(initstate.convert.lstm_carry_to_flax(ours_carry), got_carry, **TOL)
 
   @parameterized.named_parameters(
       ('lstm', nn.LSTMCell(4), 4, 2), ('optimized_lstm', nn.OptimizedLSTMCell(3), 3, 2),
@@ -525,6 +526,68 @@ class ErrorTest(parameterized.TestCase):
       initstate.from_flax(42)
 
 
+class BindTest(parameterized.TestCase):
+  """`cell.bind(params)`: the step function, a pytree of the params, and `fused`."""
+
+  @parameterized.named_parameters(('lstm', initstate.lstm), ('gru', initstate.gru),
+                                  ('elman', initstate.elman))
+  def test_bound_cell_is_the_step_function(self, cell_fn):
+    cell = cell_fn(H)
+    params = _random_like(_our_param_shapes(cell), 40)
+    bound = cell.bind(params)
+    self.assertIsInstance(bound, initstate.BoundCell)
+    self.assertIs(bound.cell, cell)
+    self.assertIs(bound.params, params)
+    carry = _random_like(jax.tree.map(lambda s: jax.ShapeDtypeStruct((B,) + s.shape, s.dtype),
+                                      cell.carry_template), 41)
+    x = _normal(42, (B, D))
+    chex.assert_trees_all_equal(bound(carry, x), cell.apply(params, carry, x))
+
+  def test_bound_cell_is_a_pytree_of_the_params(self):
+    cell = initstate.stack([initstate.lstm(4), initstate.gru(3)])
+    params = _random_like(_our_param_shapes(cell, 2), 43)
+    bound = cell.bind(params)
+    leaves = jax.tree.leaves(bound)
+    self.assertLen(leaves, len(jax.tree.leaves(params)))
+    for a, b in zip(leaves, jax.tree.leaves(params)):
+      self.assertIs(a, b)
+    # The cell is static: mapping over the leaves keeps it and rebuilds a BoundCell.
+    doubled = jax.tree.map(lambda p: 2 * p, bound)
+    self.assertIsInstance(doubled, initstate.BoundCell)
+    self.assertIs(doubled.cell, cell)
+    chex.assert_trees_all_close(doubled.params, jax.tree.map(lambda p: 2 * p, params))
+    carry = jax.tree.map(lambda s: jnp.zeros((B,) + s.shape, s.dtype), cell.carry_template)
+    x = _normal(44, (B, 2))
+
+    @jax.jit
+    def step(bound, carry, x):   # A BoundCell passes through jit as an argument.
+      self.assertIsInstance(bound, initstate.BoundCell)
+      return bound(carry, x)
+
+    chex.assert_trees_all_close(step(bound, carry, x), cell.apply(params, carry, x), **TOL)
+    # Its gradient is a BoundCell of the params' gradients.
+    grads = jax.grad(lambda b: jnp.sum(b(carry, x)[1]))(bound)
+    self.assertIsInstance(grads, initstate.BoundCell)
+    chex.assert_trees_all_close(
+        grads.params, jax.grad(lambda p: jnp.sum(cell.apply(p, carry, x)[1]))(params), **TOL)
+
+  def test_fused_field(self):
+    self.assertEqual(initstate.lstm(H).fused, 'lstm')
+    self.assertEqual(initstate.gru(H).fused, 'gru')
+    self.assertIsNone(initstate.elman(H).fused)
+    self.assertIsNone(initstate.from_flax(nn.LSTMCell(H)).fused)
+    self.assertEqual(initstate.stack([initstate.lstm(3), initstate.gru(4),
+                                      initstate.lstm(2)]).fused, ('lstm', 'gru', 'lstm'))
+    self.assertEqual(initstate.stack([initstate.gru(3)]).fused, ('gru',))
+    # One layer that cannot be fused makes the whole stack unfusable.
+    self.assertIsNone(initstate.stack([initstate.lstm(3), initstate.elman(3)]).fused)
+    self.assertIsNone(initstate.stack([initstate.from_flax(nn.GRUCell(3)),
+                                       initstate.gru(3)]).fused)
+    # A stack of stacks is not fused either (its layer kinds are not all names).
+    inner = initstate.stack([initstate.lstm(3), initstate.lstm(3)])
+    self.assertIsNone(initstate.stack([inner, initstate.lstm(3)]).fused)
+
+
 def _import_torch(test):
   try:
     import torch  # pylint: disable=g-import-not-at-top
@@ -545,8 +608,8 @@ class TorchAgreementTest(parameterized.TestCase):
     h0, c0 = torch.randn(1, B, H), torch.randn(1, B, H)
     with torch.no_grad():
       want_ys, (want_h, want_c) = module(xs, (h0, c0))
-    params = initstate.lstm_params_from_torch(module.weight_ih_l0, module.weight_hh_l0,
-                                              module.bias_ih_l0, module.bias_hh_l0)
+    params = initstate.convert.lstm_params_from_torch(
+        module.weight_ih_l0, module.weight_hh_l0, module.bias_ih_l0, module.bias_hh_l0)
     chex.assert_shape([params['w_i'], params['w_h'], params['b']],
                       [(D, 4 * H), (H, 4 * H), (4 * H,)])
     cell = initstate.lstm(H)
@@ -571,8 +634,8 @@ class TorchAgreementTest(parameterized.TestCase):
     h0 = torch.randn(1, B, H)
     with torch.no_grad():
       want_ys, want_h = module(xs, h0)
-    params = initstate.gru_params_from_torch(module.weight_ih_l0, module.weight_hh_l0,
-                                             module.bias_ih_l0, module.bias_hh_l0)
+    params = initstate.convert.gru_params_from_torch(
+        module.weight_ih_l0, module.weight_hh_l0, module.bias_ih_l0, module.bias_hh_l0)
     cell = initstate.gru(H)
 
     def run(p, carry, xs):

@@ -1,6 +1,5 @@
 """Checkpoints: a stopped and resumed run ends bit-identical; other configurations are refused."""
 
-import functools
 import pathlib
 import tempfile
 
@@ -21,15 +20,15 @@ def _setup(hidden=6):
   optimizer = optax.adam(1e-2)
   params = {'cell': cell.init(jax.random.key(0), D),
             'carry': cleaning.init(None, cell.carry_template)}
-  state = initstate.TrainState.create(params, optimizer, jax.random.key(1),
-                                      cleaning.init_buffer(cell.carry_template))
+  state = initstate.training.TrainState.create(params, optimizer, jax.random.key(1),
+                                               cleaning.init_state(cell.carry_template))
 
   def loss_fn(params, batch, rng, initial_carry):
-    carry = initial_carry(params['carry'], initstate.example_keys(rng, B))
-    out = initstate.scan_rnn(functools.partial(cell.apply, params['cell']), batch, carry)
+    carry = initial_carry(params['carry'], initstate.training.example_keys(rng, B))
+    out = initstate.scan_rnn(cell.bind(params['cell']), batch, carry)
     return jnp.mean((out.outputs[..., 0] - 1.0) ** 2)
 
-  step = jax.jit(initstate.train_step(loss_fn, optimizer, cleaning=cleaning))
+  step = jax.jit(initstate.training.train_step(loss_fn, optimizer, strategy=cleaning))
   return state, step
 
 
@@ -55,10 +54,11 @@ class CheckpointTest(absltest.TestCase):
     uninterrupted = _run(state0, step, 0, 8)
     with tempfile.TemporaryDirectory() as tmp:
       stopped = _run(state0, step, 0, 3)
-      path = initstate.save_checkpoint(pathlib.Path(tmp) / 'step_3', stopped)
+      path = initstate.training.save_checkpoint(pathlib.Path(tmp) / 'step_3', stopped)
       fresh, fresh_step = _setup()       # a new process would build these again
-      resumed = initstate.restore_checkpoint(path, like=fresh)
+      resumed = initstate.training.restore_checkpoint(path, like=fresh)
       self.assertEqual(int(resumed.step), 3)
+      self.assertIsInstance(resumed.carry_state, initstate.GradientBuffer)
       self.assertEqual(int(resumed.carry_state.count), 3 * B)
       for a, b in zip(_leaves(resumed), _leaves(stopped)):
         np.testing.assert_array_equal(a, b)
@@ -71,15 +71,15 @@ class CheckpointTest(absltest.TestCase):
     state, _ = _setup(hidden=6)
     other, _ = _setup(hidden=7)
     with tempfile.TemporaryDirectory() as tmp:
-      path = initstate.save_checkpoint(pathlib.Path(tmp) / 'ckpt', state)
+      path = initstate.training.save_checkpoint(pathlib.Path(tmp) / 'ckpt', state)
       with self.assertRaisesRegex(
           ValueError, r"(?s)different configuration.*\['w_h'\]: checkpoint \(6, 24\) "
           r"float32, expected \(7, 28\)"):
-        initstate.restore_checkpoint(path, like=other)
+        initstate.training.restore_checkpoint(path, like=other)
       with self.assertRaisesRegex(FileExistsError, 'already exists'):
-        initstate.save_checkpoint(path, state)
+        initstate.training.save_checkpoint(path, state)
       with self.assertRaisesRegex(FileNotFoundError, 'not an initstate checkpoint'):
-        initstate.restore_checkpoint(pathlib.Path(tmp), like=state)
+        initstate.training.restore_checkpoint(pathlib.Path(tmp), like=state)
 
 
 if __name__ == '__main__':

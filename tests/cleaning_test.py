@@ -1,6 +1,5 @@
 """Tests for gradient-scaled ("cleaning") noise."""
 
-import functools
 import os
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import initstate
 
@@ -39,10 +39,10 @@ class BufferTest(parameterized.TestCase):
   @chex.variants(with_jit=True, without_jit=True)
   def test_update_fills_slots_in_order_and_retires_the_oldest(self):
     cleaning = initstate.cleaning_noise(buffer_size=4)
-    buffer = cleaning.init_buffer(LSTM.carry_template)
+    buffer = cleaning.init_state(LSTM.carry_template)
     self.assertEqual(buffer.capacity, 4)
     self.assertEqual(int(buffer.size()), 0)
-    update = self.variant(cleaning.update)
+    update = self.variant(cleaning.update_state)
     buffer = update(buffer, _rows(LSTM.carry_template, [1., 2., 3.]))
     self.assertEqual(int(buffer.count), 3)
     self.assertEqual(int(buffer.size()), 3)
@@ -58,39 +58,40 @@ class BufferTest(parameterized.TestCase):
 
   def test_more_rows_than_capacity_keeps_the_newest(self):
     cleaning = initstate.cleaning_noise(buffer_size=3)
-    buffer = cleaning.init_buffer(LSTM.carry_template)
-    buffer = cleaning.update(buffer, _rows(LSTM.carry_template, [1.]))
-    buffer = cleaning.update(buffer, _rows(LSTM.carry_template, [2., 3., 4., 5., 6.]))
+    buffer = cleaning.init_state(LSTM.carry_template)
+    buffer = cleaning.update_state(buffer, _rows(LSTM.carry_template, [1.]))
+    buffer = cleaning.update_state(buffer, _rows(LSTM.carry_template, [2., 3., 4., 5., 6.]))
     self.assertEqual(int(buffer.count), 6)
     # Entries 4, 5, 6 remain, each in slot (entry number - 1) % 3.
     np.testing.assert_array_equal(buffer.values.h[:, 0], [4., 5., 6.])
 
   def test_update_with_no_rows_is_a_no_op(self):
     cleaning = initstate.cleaning_noise(buffer_size=3)
-    buffer = cleaning.init_buffer(LSTM.carry_template)
-    same = cleaning.update(buffer, _rows(LSTM.carry_template, jnp.zeros((0,))))
+    buffer = cleaning.init_state(LSTM.carry_template)
+    same = cleaning.update_state(buffer, _rows(LSTM.carry_template, jnp.zeros((0,))))
     self.assertEqual(int(same.count), 0)
 
   def test_stack_carry_buffer(self):
     cleaning = initstate.cleaning_noise(buffer_size=5)
-    buffer = cleaning.init_buffer(STACK_TEMPLATE)
+    buffer = cleaning.init_state(STACK_TEMPLATE)
     for leaf, t in zip(jax.tree.leaves(buffer.values), jax.tree.leaves(STACK_TEMPLATE)):
       self.assertEqual(leaf.shape, (5,) + t.shape)
-    buffer = cleaning.update(buffer, _rows(STACK_TEMPLATE, [7., 8.]))
+    buffer = cleaning.update_state(buffer, _rows(STACK_TEMPLATE, [7., 8.]))
     for leaf in jax.tree.leaves(buffer.values):
       np.testing.assert_array_equal(leaf[:2].reshape(2, -1)[:, 0], [7., 8.])
 
   def test_bad_update_input(self):
     cleaning = initstate.cleaning_noise(buffer_size=3)
-    buffer = cleaning.init_buffer(LSTM.carry_template)
+    buffer = cleaning.init_state(LSTM.carry_template)
     with self.assertRaisesRegex(ValueError, 'unit shape'):
-      cleaning.update(buffer, initstate.LSTMCarry(jnp.zeros((2, H + 1)), jnp.zeros((2, H + 1))))
+      cleaning.update_state(
+          buffer, initstate.LSTMCarry(jnp.zeros((2, H + 1)), jnp.zeros((2, H + 1))))
     with self.assertRaisesRegex(ValueError, 'tree structure'):
-      cleaning.update(buffer, jnp.zeros((2, H)))
+      cleaning.update_state(buffer, jnp.zeros((2, H)))
     with self.assertRaisesRegex(ValueError, 'row count'):
-      cleaning.update(buffer, initstate.LSTMCarry(jnp.zeros((2, H)), jnp.zeros((3, H))))
+      cleaning.update_state(buffer, initstate.LSTMCarry(jnp.zeros((2, H)), jnp.zeros((3, H))))
     with self.assertRaisesRegex(TypeError, 'GradientBuffer'):
-      cleaning.update(buffer.values, _rows(LSTM.carry_template, [1.]))
+      cleaning.update_state(buffer.values, _rows(LSTM.carry_template, [1.]))
 
   @parameterized.parameters(
       dict(kwargs=dict(buffer_size=0), error='buffer_size'),
@@ -108,8 +109,8 @@ class BufferTest(parameterized.TestCase):
 class SamplingTest(parameterized.TestCase):
 
   def _filled(self, cleaning, values, template=LSTM.carry_template):
-    buffer = cleaning.init_buffer(template)
-    return cleaning.update(buffer, _rows(template, values))
+    buffer = cleaning.init_state(template)
+    return cleaning.update_state(buffer, _rows(template, values))
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_each_entry_drawn_about_equally_often(self):
@@ -118,8 +119,9 @@ class SamplingTest(parameterized.TestCase):
     buffer = self._filled(cleaning, np.arange(1, k + 1))
     params = cleaning.init(None, LSTM.carry_template)
     n = 16000
-    carry = self.variant(functools.partial(cleaning.init_carry, batch=n, train=True))(
-        params, buffer, jax.random.key(0))
+    carry = self.variant(
+        lambda p, k, b: cleaning.init_carry(p, k, n, train=True, state=b))(
+            params, jax.random.key(0), buffer)
     drawn = _first_unit(carry)
     # draw='vector': every unit and leaf of a sequence comes from the same entry.
     np.testing.assert_array_equal(np.asarray(carry.h), np.asarray(carry.c))
@@ -133,7 +135,8 @@ class SamplingTest(parameterized.TestCase):
     cleaning = initstate.cleaning_noise(buffer_size=8, sign='none')
     buffer = self._filled(cleaning, [1., 2., 3.])
     params = cleaning.init(None, LSTM.carry_template)
-    drawn = _first_unit(cleaning.init_carry(params, buffer, jax.random.key(1), 3000, train=True))
+    drawn = _first_unit(
+        cleaning.init_carry(params, jax.random.key(1), 3000, train=True, state=buffer))
     self.assertEqual(set(np.unique(drawn)), {1., 2., 3.})
     np.testing.assert_array_less(np.abs(np.bincount(drawn.astype(int))[1:] - 1000), 200)
 
@@ -141,7 +144,7 @@ class SamplingTest(parameterized.TestCase):
     cleaning = initstate.cleaning_noise(buffer_size=4, sign='none', draw='unit')
     buffer = self._filled(cleaning, [1., 2., 3., 4.])
     params = cleaning.init(None, LSTM.carry_template)
-    carry = cleaning.init_carry(params, buffer, jax.random.key(2), 20000, train=True)
+    carry = cleaning.init_carry(params, jax.random.key(2), 20000, train=True, state=buffer)
     h = np.asarray(carry.h)
     for u in range(H):
       counts = np.bincount(h[:, u].astype(int))[1:]
@@ -156,7 +159,7 @@ class SamplingTest(parameterized.TestCase):
     cleaning = initstate.cleaning_noise(buffer_size=2, sign=sign, scale=0.5)
     buffer = self._filled(cleaning, [2., 2.])
     params = cleaning.init(None, LSTM.carry_template)
-    carry = cleaning.init_carry(params, buffer, jax.random.key(3), 10000, train=True)
+    carry = cleaning.init_carry(params, jax.random.key(3), 10000, train=True, state=buffer)
     h = np.asarray(carry.h)
     np.testing.assert_array_equal(np.abs(h), 1.0)  # scale * |entry|
     self.assertLess(abs(h.mean()), 0.05)              # random signs: mean zero
@@ -170,25 +173,26 @@ class SamplingTest(parameterized.TestCase):
   def test_exactly_the_learned_carry_at_evaluation_and_when_empty(self):
     cleaning = initstate.cleaning_noise(buffer_size=4, initial_value=0.25)
     params = cleaning.init(None, STACK_TEMPLATE)
-    empty = cleaning.init_buffer(STACK_TEMPLATE)
-    full = cleaning.update(empty, _rows(STACK_TEMPLATE, [1., -2., 3., 4.]))
+    empty = cleaning.init_state(STACK_TEMPLATE)
+    full = cleaning.update_state(empty, _rows(STACK_TEMPLATE, [1., -2., 3., 4.]))
     learned = initstate.learned(0.25).init_carry(params, None, 6, train=False)
-    init_carry = self.variant(functools.partial(cleaning.init_carry, batch=6),
-                              static_argnames='train')
-    chex.assert_trees_all_equal(init_carry(params, full, None, train=False), learned)
-    chex.assert_trees_all_equal(init_carry(params, empty, jax.random.key(0), train=True),
+    init_carry = self.variant(
+        lambda p, k, b, train: cleaning.init_carry(p, k, 6, train=train, state=b),
+        static_argnames='train')
+    chex.assert_trees_all_equal(init_carry(params, None, full, train=False), learned)
+    chex.assert_trees_all_equal(init_carry(params, jax.random.key(0), empty, train=True),
                                 learned)
-    noisy = init_carry(params, full, jax.random.key(0), train=True)
+    noisy = init_carry(params, jax.random.key(0), full, train=True)
     for a, b in zip(jax.tree.leaves(noisy), jax.tree.leaves(learned)):
       self.assertTrue(np.all(np.abs(np.asarray(a - b)) >= 1.0))
 
   def test_jit_and_no_jit_identical(self):
     cleaning = initstate.cleaning_noise(buffer_size=5, draw='unit', scale=0.3)
     params = cleaning.init(jax.random.key(0), STACK_TEMPLATE)
-    buffer = cleaning.update(cleaning.init_buffer(STACK_TEMPLATE),
+    buffer = cleaning.update_state(cleaning.init_state(STACK_TEMPLATE),
                              jax.tree.map(lambda t: jax.random.normal(
                                  jax.random.key(1), (3,) + t.shape), STACK_TEMPLATE))
-    fn = lambda p, b, k: cleaning.init_carry(p, b, k, (2, 4), train=True)
+    fn = lambda p, b, k: cleaning.init_carry(p, k, (2, 4), train=True, state=b)
     chex.assert_trees_all_equal(fn(params, buffer, jax.random.key(5)),
                                 jax.jit(fn)(params, buffer, jax.random.key(5)))
 
@@ -199,7 +203,7 @@ class SamplingTest(parameterized.TestCase):
     def total(p, values):
       b = buffer._replace(values=values)
       return sum(jnp.sum(l) for l in jax.tree.leaves(
-          cleaning.init_carry(p, b, jax.random.key(0), 5, train=True)))
+          cleaning.init_carry(p, jax.random.key(0), 5, train=True, state=b)))
     g_params, g_values = jax.grad(total, argnums=(0, 1))(params, buffer.values)
     for leaf in jax.tree.leaves(g_params):  # d sum / d learned = batch size
       np.testing.assert_array_equal(leaf, 5.0)
@@ -209,19 +213,19 @@ class SamplingTest(parameterized.TestCase):
   def test_bad_init_carry_input(self):
     cleaning = initstate.cleaning_noise(buffer_size=2)
     params = cleaning.init(None, LSTM.carry_template)
-    buffer = cleaning.init_buffer(LSTM.carry_template)
+    buffer = cleaning.init_state(LSTM.carry_template)
     with self.assertRaisesRegex(ValueError, 'PRNG key'):
-      cleaning.init_carry(params, buffer, None, 2, train=True)
+      cleaning.init_carry(params, None, 2, train=True, state=buffer)
     with self.assertRaisesRegex(TypeError, 'GradientBuffer'):
-      cleaning.init_carry(params, buffer.values, jax.random.key(0), 2, train=True)
-    other = initstate.cleaning_noise(buffer_size=3).init_buffer(LSTM.carry_template)
+      cleaning.init_carry(params, jax.random.key(0), 2, train=True, state=buffer.values)
+    other = initstate.cleaning_noise(buffer_size=3).init_state(LSTM.carry_template)
     with self.assertRaisesRegex(ValueError, 'buffer_size=2'):
-      cleaning.init_carry(params, other, jax.random.key(0), 2, train=True)
+      cleaning.init_carry(params, jax.random.key(0), 2, train=True, state=other)
     with self.assertRaisesRegex(ValueError, 'unit shapes'):
-      cleaning.init_carry(params, cleaning.init_buffer(STACK_TEMPLATE), jax.random.key(0), 2,
-                          train=True)
+      cleaning.init_carry(params, jax.random.key(0), 2, train=True,
+                          state=cleaning.init_state(STACK_TEMPLATE))
     with self.assertRaisesRegex(TypeError, 'train'):
-      cleaning.init_carry(params, buffer, None, 2, train=None)
+      cleaning.init_carry(params, None, 2, train=None, state=buffer)
 
 
 def _toy_data(key, batch, steps=6, features=2):
@@ -240,14 +244,14 @@ class TrainingLoopTest(absltest.TestCase):
     cell = initstate.lstm(H)
     params = {'cell': cell.init(jax.random.key(0), 2),
               'carry': cleaning.init(None, cell.carry_template)}
-    buffer = cleaning.init_buffer(cell.carry_template)
+    buffer = cleaning.init_state(cell.carry_template)
     optimizer = optax.adam(3e-2)
     opt_state = optimizer.init(params)
 
     def loss_fn(params, probe, buffer, key, x, y):
-      carry = cleaning.init_carry(params['carry'], buffer, key, batch, train=True)
+      carry = cleaning.init_carry(params['carry'], key, batch, train=True, state=buffer)
       carry = jax.tree.map(jnp.add, carry, probe)
-      out = initstate.scan_rnn(functools.partial(cell.apply, params['cell']), x, carry)
+      out = initstate.scan_rnn(cell.bind(params['cell']), x, carry)
       return jnp.mean(initstate.squared_error(out.outputs, y)), carry
 
     @jax.jit
@@ -260,7 +264,7 @@ class TrainingLoopTest(absltest.TestCase):
       learned = initstate.learned().init_carry(params['carry'], None, batch, train=False)
       deviation = jax.tree.map(jnp.subtract, carry, learned)
       updates, opt_state = optimizer.update(grads, opt_state, params)
-      new_buffer = cleaning.update(buffer, carry_grads)
+      new_buffer = cleaning.update_state(buffer, carry_grads)
       return optax.apply_updates(params, updates), opt_state, new_buffer, dict(
           loss=loss, carry_grads=carry_grads, deviation=deviation, learned_grads=grads['carry'])
 
@@ -301,19 +305,19 @@ _MULTI_DEVICE_SCRIPT = textwrap.dedent('''
                         template)                                   # [devices, rows, H]
     for mode in ('gather', 'mean'):
       cleaning = initstate.cleaning_noise(buffer_size=16, cross_device=mode)
-      buffer = cleaning.init_buffer(template)
+      buffer = cleaning.init_state(template)
       reference_rows = (jax.tree.map(lambda r: r.reshape((8,) + r.shape[2:]), rows)
                         if mode == 'gather' else jax.tree.map(lambda r: r.mean(0), rows))
-      reference = cleaning.update(buffer, reference_rows)
+      reference = cleaning.update_state(buffer, reference_rows)
       replicated = jax.tree.map(lambda b: jnp.broadcast_to(b, (4,) + b.shape), buffer)
-      out = jax.pmap(functools.partial(cleaning.update, axis_name='d'), axis_name='d')(
+      out = jax.pmap(functools.partial(cleaning.update_state, axis_name='d'), axis_name='d')(
           replicated, rows)
       for d in range(4):
         for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(reference)):
           np.testing.assert_allclose(a[d], b, rtol=1e-6, atol=1e-6)
       mesh = Mesh(np.array(jax.devices()), ('d',))
       flat = jax.tree.map(lambda r: r.reshape((8,) + r.shape[2:]), rows)
-      sm = jax.shard_map(functools.partial(cleaning.update, axis_name='d'), mesh=mesh,
+      sm = jax.shard_map(functools.partial(cleaning.update_state, axis_name='d'), mesh=mesh,
                          in_specs=(P(), P('d')), out_specs=P(), check_vma=False)
       out = jax.jit(sm)(buffer, flat)
       for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(reference)):
@@ -322,6 +326,7 @@ _MULTI_DEVICE_SCRIPT = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 class MultiDeviceTest(absltest.TestCase):
 
   def test_pmap_and_shard_map_gather_and_mean(self):
@@ -341,61 +346,71 @@ class ModuleTest(absltest.TestCase):
     model = initstate.nn.RNN(initstate.lstm(H), carry=cleaning)
     x = jax.random.normal(jax.random.key(0), (batch, steps, 2))
     variables = model.init({'params': jax.random.key(1)}, x, train=False)
-    self.assertEqual(set(variables), {'params', 'carry_buffer', 'perturbations'})
-    self.assertEqual(int(variables['carry_buffer']['gradients'].count), 0)
-    params, buffers = variables['params'], variables['carry_buffer']
+    self.assertEqual(set(variables), {'params', 'carry_state', 'perturbations'})
+    self.assertIsInstance(variables['carry_state']['state'], initstate.GradientBuffer)
+    self.assertEqual(int(variables['carry_state']['state'].count), 0)
+    params, carry_state = variables['params'], variables['carry_state']
 
-    def loss_fn(params, perturbations, buffers, key):
-      out = model.apply({'params': params, 'carry_buffer': buffers,
+    def loss_fn(params, perturbations, carry_state, key):
+      out = model.apply({'params': params, 'carry_state': carry_state,
                          'perturbations': perturbations}, x, train=True, rngs={'carry': key})
       return jnp.mean(out.outputs ** 2)
 
     perturbations = variables['perturbations']
+    grad_fn = jax.jit(jax.grad(loss_fn, argnums=(0, 1)))
     for i in range(3):
-      _, carry_grads = jax.grad(loss_fn, argnums=(0, 1))(params, perturbations, buffers,
-                                                         jax.random.key(i))
-      buffers = initstate.nn.update_carry_buffers(buffers, carry_grads)
-    self.assertEqual(int(buffers['gradients'].count), 3 * batch)
+      _, carry_grads = grad_fn(params, perturbations, carry_state, jax.random.key(i))
+      carry_state = initstate.nn.update_carry_state(cleaning, carry_state, carry_grads)
+    self.assertEqual(int(carry_state['state'].count), 3 * batch)
     # Entries 8..11 (the last step's rows) sit in slots 2..5 of the 6.
-    np.testing.assert_array_equal(buffers['gradients'].values.h[2:],
+    np.testing.assert_array_equal(carry_state['state'].values.h[2:],
                                   carry_grads['initial_carry'].h)
     # Training draws noise (the buffer is full of non-zero gradients) ...
-    noisy = model.apply({'params': params, 'carry_buffer': buffers}, x, train=True,
+    noisy = model.apply({'params': params, 'carry_state': carry_state}, x, train=True,
                         rngs={'carry': jax.random.key(9)})
-    # ... evaluation is exactly the learned carry, with or without the buffer.
+    # ... evaluation is exactly the learned carry, with or without the state.
     learned_model = initstate.nn.RNN(initstate.lstm(H), carry=initstate.learned())
     reference = learned_model.apply({'params': params}, x, train=False)
-    for variables_eval in ({'params': params}, {'params': params, 'carry_buffer': buffers}):
+    for variables_eval in ({'params': params}, {'params': params, 'carry_state': carry_state}):
       out = model.apply(variables_eval, x, train=False)
       chex.assert_trees_all_equal(out.outputs, reference.outputs)
     self.assertGreater(float(jnp.max(jnp.abs(noisy.outputs - reference.outputs))), 1e-3)
-    with self.assertRaisesRegex(ValueError, 'carry_buffer'):
+    with self.assertRaisesRegex(ValueError, 'carry_state'):
       model.apply({'params': params}, x, train=True, rngs={'carry': jax.random.key(0)})
     with self.assertRaisesRegex(ValueError, 'perturbations'):
-      initstate.nn.update_carry_buffers(buffers, {})
+      initstate.nn.update_carry_state(cleaning, carry_state, {})
 
-  def test_nested_module_buffers(self):
+  def test_nested_module_states(self):
     import flax.linen as nn  # pylint: disable=g-import-not-at-top
+    cleaning_a, cleaning_b = initstate.cleaning_noise(3), initstate.cleaning_noise(5)
 
     class Two(nn.Module):
       @nn.compact
       def __call__(self, x, train):
-        a = initstate.nn.RNN(initstate.gru(2), carry=initstate.cleaning_noise(3), name='a')
-        b = initstate.nn.RNN(initstate.lstm(2), carry=initstate.cleaning_noise(5), name='b')
+        a = initstate.nn.RNN(initstate.gru(2), carry=cleaning_a, name='a')
+        b = initstate.nn.RNN(initstate.lstm(2), carry=cleaning_b, name='b')
         return b(a(x, train=train).outputs, train=train).outputs
 
     model = Two()
     x = jnp.ones((2, 3, 1))
     variables = model.init(jax.random.key(0), x, train=False)
     grads = jax.grad(lambda p: jnp.sum(model.apply(
-        {'params': variables['params'], 'carry_buffer': variables['carry_buffer'],
+        {'params': variables['params'], 'carry_state': variables['carry_state'],
          'perturbations': p}, x, train=True, rngs={'carry': jax.random.key(1)})))(
              variables['perturbations'])
-    buffers = initstate.nn.update_carry_buffers(variables['carry_buffer'], grads)
-    self.assertEqual(int(buffers['a']['gradients'].count), 2)
-    self.assertEqual(buffers['a']['gradients'].capacity, 3)
-    self.assertEqual(buffers['b']['gradients'].capacity, 5)
-    self.assertEqual(int(buffers['b']['gradients'].count), 2)
+    # One call updates every layer's state (the two strategies differ only in capacity) ...
+    states = initstate.nn.update_carry_state(cleaning_a, variables['carry_state'], grads)
+    self.assertEqual(set(states), {'a', 'b'})
+    self.assertEqual(int(states['a']['state'].count), 2)
+    self.assertEqual(states['a']['state'].capacity, 3)
+    self.assertEqual(states['b']['state'].capacity, 5)
+    self.assertEqual(int(states['b']['state'].count), 2)
+    np.testing.assert_array_equal(states['b']['state'].values.c[:2],
+                                  grads['b']['initial_carry'].c)
+    # ... and each layer's own strategy can update its part of the collection.
+    state_b = initstate.nn.update_carry_state(cleaning_b, variables['carry_state']['b'],
+                                              grads['b'])
+    chex.assert_trees_all_equal(state_b, states['b'])
 
 
 if __name__ == '__main__':

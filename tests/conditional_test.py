@@ -80,7 +80,7 @@ class FromContextTest(parameterized.TestCase):
       carry = (net.apply(params['init'], context) if 'init' in params
                else initstate.zeros().init_carry(
                    initstate.zeros().init(None, cell.carry_template), None, batch, train=False))
-      out = initstate.scan_rnn(functools.partial(cell.apply, params['cell']),
+      out = initstate.scan_rnn(cell.bind(params['cell']),
                                jnp.zeros((batch, steps, 1)), carry)
       logits = jnp.matmul(out.outputs, params['readout'])
       targets = jnp.broadcast_to(labels[:, None], (batch, steps))
@@ -99,7 +99,7 @@ class FromContextTest(parameterized.TestCase):
         updates, state = opt.update(grads, state, params)
         return optax.apply_updates(params, updates), state, loss
 
-      for i in range(150):
+      for i in range(60):
         params, state, loss = step(params, state, jax.random.key(i))
       final[conditional] = float(loss_fn(params, jnp.arange(batch) % classes))
     self.assertGreater(final[False], 0.9 * np.log(classes))  # chance: log 4 = 1.386
@@ -119,7 +119,7 @@ class RNNContextCarryTest(absltest.TestCase):
     out = model.apply(variables, x, context=context, train=False)
     # The same as running scan_rnn from the map's carry.
     carry = net.apply(params['context_carry'], context)
-    expected = initstate.scan_rnn(functools.partial(STACK.apply, params['cell']), x, carry)
+    expected = initstate.scan_rnn(STACK.bind(params['cell']), x, carry)
     chex.assert_trees_all_close(out.outputs, expected.outputs, atol=1e-6)
     grads = jax.grad(lambda p: jnp.sum(model.apply(
         {'params': p}, x, context=context, train=False).outputs ** 2))(params)
@@ -152,6 +152,8 @@ class BridgeTest(parameterized.TestCase):
     # Layer 0: GRU(5) -> LSTM(4) needs a map; layer 1: GRU(6) -> GRU(6) passes through.
     self.assertEqual(_shapes(params[0]), [(5, 4), (4,), (5, 4), (4,)])
     self.assertEqual(params[1], ())
+    self.assertIsInstance(params[0].h, initstate.LinearParams)
+    self.assertIsInstance(params[0].c, initstate.LinearParams)
     carry = (jax.random.normal(jax.random.key(1), (3, 5)),
              jax.random.normal(jax.random.key(2), (3, 6)))
     out = self.variant(enc_to_dec.apply)(params, carry)
@@ -219,6 +221,11 @@ class LatentTest(parameterized.TestCase):
     strategy = initstate.latent(5)
     params = strategy.init(jax.random.key(0), STACK.carry_template)
     self.assertEqual(_shapes(params), [(5, 4), (4,), (5, 4), (4,), (5, 3), (3,)])
+    # One linear head (LinearParams: kernel [Z, *unit], bias [*unit]) per carry leaf.
+    heads = jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, initstate.LinearParams))
+    self.assertLen(heads, 3)
+    for head in heads:
+      self.assertIsInstance(head, initstate.LinearParams)
     params = jax.tree.map(lambda p: p + 0.1, params)  # non-zero biases
     init_carry = self.variant(functools.partial(strategy.init_carry, batch=6),
                               static_argnames='train')
@@ -242,7 +249,7 @@ class LatentTest(parameterized.TestCase):
   def test_z_distribution_is_standard_normal(self):
     strategy = initstate.latent(2, squash=None)
     template = jnp.zeros((2,))
-    params = initstate.Dense(jnp.eye(2), jnp.zeros((2,)))   # carry = z
+    params = initstate.LinearParams(jnp.eye(2), jnp.zeros((2,)))   # carry = z
     carry = strategy.init_carry(params, jax.random.key(0), 20000, train=True)
     np.testing.assert_allclose(np.mean(carry, 0), 0.0, atol=0.03)
     np.testing.assert_allclose(np.cov(np.asarray(carry).T), np.eye(2), atol=0.04)

@@ -28,13 +28,18 @@ def _brute_force_step_losses(hmm, xs):
   return [-np.log(marginal(xs[:t + 2]) / marginal(xs[:t + 1])) for t in range(len(xs) - 1)]
 
 
+# One HMM size (K = 3 states, V = 4 symbols) for every test: drawing an HMM (Dirichlet rows)
+# compiles for every new size, which takes seconds.
+K, V = 3, 4
+
+
 class RandomHMMTest(parameterized.TestCase):
 
   def test_probabilities_and_structure(self):
-    hmm = tasks.random_hmm(jax.random.key(0), 5, 7, stickiness=0.7)
-    self.assertEqual(hmm.initial.shape, (5,))
-    self.assertEqual(hmm.transition.shape, (5, 5))
-    self.assertEqual(hmm.emission.shape, (5, 7))
+    hmm = tasks.random_hmm(jax.random.key(0), K, V, stickiness=0.7)
+    self.assertEqual(hmm.initial.shape, (K,))
+    self.assertEqual(hmm.transition.shape, (K, K))
+    self.assertEqual(hmm.emission.shape, (K, V))
     np.testing.assert_allclose(hmm.initial.sum(), 1.0, atol=1e-5)
     np.testing.assert_allclose(hmm.transition.sum(1), 1.0, atol=1e-5)
     np.testing.assert_allclose(hmm.emission.sum(1), 1.0, atol=1e-5)
@@ -44,9 +49,9 @@ class RandomHMMTest(parameterized.TestCase):
       self.assertTrue(bool(jnp.all(m >= 0)))
 
   def test_deterministic_in_key(self):
-    a = tasks.random_hmm(jax.random.key(1))
-    b = tasks.random_hmm(jax.random.key(1))
-    c = tasks.random_hmm(jax.random.key(2))
+    a = tasks.random_hmm(jax.random.key(1), K, V)
+    b = tasks.random_hmm(jax.random.key(1), K, V)
+    c = tasks.random_hmm(jax.random.key(2), K, V)
     for x, y in zip(a, b):
       np.testing.assert_array_equal(x, y)
     self.assertFalse(np.allclose(a.emission, c.emission))
@@ -61,20 +66,20 @@ class RandomHMMTest(parameterized.TestCase):
 class SampleTest(absltest.TestCase):
 
   def test_shapes_and_marginals(self):
-    hmm = tasks.random_hmm(jax.random.key(0), 3, 4)
+    hmm = tasks.random_hmm(jax.random.key(0), K, V)
     xs = tasks.sample(jax.random.key(1), hmm, 20000, 3)
     self.assertEqual(xs.shape, (20000, 3))
     self.assertEqual(xs.dtype, jnp.int32)
-    first = np.bincount(np.asarray(xs[:, 0]), minlength=4) / 20000
+    first = np.bincount(np.asarray(xs[:, 0]), minlength=V) / 20000
     np.testing.assert_allclose(first, hmm.initial @ hmm.emission, atol=0.015)
-    second = np.bincount(np.asarray(xs[:, 1]), minlength=4) / 20000
+    second = np.bincount(np.asarray(xs[:, 1]), minlength=V) / 20000
     np.testing.assert_allclose(second, hmm.initial @ hmm.transition @ hmm.emission, atol=0.015)
 
 
 class BayesFloorTest(absltest.TestCase):
 
   def test_matches_brute_force_enumeration(self):
-    hmm = tasks.random_hmm(jax.random.key(3), 3, 4, stickiness=0.6)
+    hmm = tasks.random_hmm(jax.random.key(3), K, V, stickiness=0.6)
     xs = tasks.sample(jax.random.key(4), hmm, 4, 6)
     floor = np.asarray(tasks.bayes_step_losses(hmm, xs))
     self.assertEqual(floor.shape, (4, 5))
@@ -84,15 +89,15 @@ class BayesFloorTest(absltest.TestCase):
 
   def test_floor_is_the_best_expected_loss(self):
     """On average the floor beats a predictor that ignores the history (the marginal)."""
-    hmm = tasks.random_hmm(jax.random.key(5), 4, 6)
+    hmm = tasks.random_hmm(jax.random.key(5), K, V)
     xs = tasks.sample(jax.random.key(6), hmm, 4000, 8)
     floor = float(jnp.mean(tasks.bayes_step_losses(hmm, xs)))
-    counts = np.bincount(np.asarray(xs[:, 1:]).ravel(), minlength=6) / xs[:, 1:].size
+    counts = np.bincount(np.asarray(xs[:, 1:]).ravel(), minlength=V) / xs[:, 1:].size
     marginal = float(np.mean(-np.log(counts[np.asarray(xs[:, 1:])])))
     self.assertLess(floor, marginal)
 
   def test_rank_error(self):
-    hmm = tasks.random_hmm(jax.random.key(0))
+    hmm = tasks.random_hmm(jax.random.key(0), K, V)
     with self.assertRaisesRegex(ValueError, r'\[N, T\]'):
       tasks.bayes_step_losses(hmm, jnp.zeros((5,), jnp.int32))
 

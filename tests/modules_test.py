@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import initstate
 from initstate.studies import demo
@@ -63,7 +64,7 @@ class ApplyTest(parameterized.TestCase):
         variables, _x(), seq_lengths=lengths)
     p = variables['params']
     ref = initstate.scan_rnn(
-        functools.partial(cell.apply, p['cell']), _x(),
+        cell.bind(p['cell']), _x(),
         initstate.learned().init_carry(p['carry'], None, B, train=True), seq_lengths=lengths,
         burn_in=1)
     chex.assert_trees_all_close(out, ref, atol=1e-6)
@@ -114,8 +115,62 @@ class ApplyTest(parameterized.TestCase):
           jax.random.key(0), _x(), train=False)
 
 
+class CarryStateTest(parameterized.TestCase):
+  """A stateful strategy keeps its state in collection 'carry_state', variable 'state'."""
+
+  @parameterized.named_parameters(
+      ('zeros', initstate.zeros()), ('learned', initstate.learned()),
+      ('noisy', initstate.noisy(0.3)), ('noisy_learned', initstate.noisy_learned(0.3)),
+      ('latent', initstate.latent(2)))
+  def test_stateless_strategies_create_no_state(self, strategy):
+    model = initstate.nn.RNN(initstate.lstm(H), carry=strategy)
+    variables = model.init({'params': jax.random.key(0), 'carry': jax.random.key(1)}, _x(),
+                           train=True)
+    self.assertEqual(set(variables), {'params'})
+    # Training needs no state collection and makes none.
+    out, mutated = model.apply(variables, _x(), train=True, rngs={'carry': jax.random.key(2)},
+                               mutable=True)
+    self.assertEqual(out.outputs.shape, (B, T, H))
+    self.assertNotIn('carry_state', mutated)
+    self.assertNotIn('perturbations', mutated)
+
+  def test_cleaning_state_in_the_carry_state_collection(self):
+    cleaning = initstate.cleaning_noise(buffer_size=8)
+    model = initstate.nn.RNN(initstate.gru(H), carry=cleaning)
+    variables = model.init({'params': jax.random.key(0)}, _x(), train=False)
+    self.assertEqual(set(variables), {'params', 'carry_state', 'perturbations'})
+    self.assertEqual(set(variables['carry_state']), {'state'})
+    state = variables['carry_state']['state']
+    self.assertIsInstance(state, initstate.GradientBuffer)
+    chex.assert_trees_all_equal(state, cleaning.init_state(initstate.gru(H).carry_template))
+    self.assertEqual(variables['perturbations']['initial_carry'].shape, (B, H))
+    # update_carry_state pushes one entry per sequence, into the same place.
+    carry_grads = {'initial_carry': jnp.arange(B * H, dtype=jnp.float32).reshape(B, H)}
+    updated = jax.jit(lambda s, g: initstate.nn.update_carry_state(cleaning, s, g))(
+        variables['carry_state'], carry_grads)
+    self.assertEqual(set(updated), {'state'})
+    self.assertEqual(int(updated['state'].count), B)
+    np.testing.assert_array_equal(updated['state'].values[:B], carry_grads['initial_carry'])
+    # Training without the collection is a clear error; evaluation needs none.
+    with self.assertRaisesRegex(ValueError, r'variables\["carry_state"\].*train=False'):
+      model.apply({'params': variables['params']}, _x(), train=True,
+                  rngs={'carry': jax.random.key(1)})
+    out = model.apply({'params': variables['params']}, _x(), train=False)
+    self.assertEqual(out.outputs.shape, (B, T, H))
+
+  def test_update_carry_state_errors(self):
+    cleaning = initstate.cleaning_noise(buffer_size=8)
+    with self.assertRaisesRegex(TypeError, '`strategy`'):
+      initstate.nn.update_carry_state('cleaning', {}, {})
+    with self.assertRaisesRegex(TypeError, '`carry_state`'):
+      initstate.nn.update_carry_state(cleaning, cleaning.init_state(jnp.zeros((H,))), {})
+    # Nothing stateful in the collection: nothing to update.
+    self.assertEqual(initstate.nn.update_carry_state(cleaning, {}, {}), {})
+
+
 class TrainingTest(absltest.TestCase):
 
+  @pytest.mark.slow   # An end-to-end study: two compiled training runs.
   def test_learned_carry_beats_zero_carry_early(self):
     key = jax.random.key(0)
     zero = demo.train(key, initstate.zeros(), steps=300)
@@ -149,6 +204,7 @@ class TrainingTest(absltest.TestCase):
     self.assertFalse(np.allclose(new_params['carry'].h, params['carry'].h))
 
 
+@pytest.mark.slow   # An end-to-end study: three compiled training runs.
 class MainTest(absltest.TestCase):
 
   def test_demo_main_prints_a_row_per_strategy(self):

@@ -9,9 +9,10 @@ import textwrap
 
 from absl.testing import absltest
 import numpy as np
+import pytest
 
 _SCRIPT = textwrap.dedent('''
-    import functools, json, sys
+    import json, sys
     import jax
     proc_id, port, nproc = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     if nproc > 1:
@@ -29,21 +30,21 @@ _SCRIPT = textwrap.dedent('''
     x = jax.random.normal(jax.random.key(0), (B, T, D))
     y = jnp.cumsum(x[..., :1], axis=1)
 
-    def loss_fn(params, batch, rng):
-      keys = initstate.example_keys(rng, batch['x'].shape[0])
-      carry = initstate.per_example_carry(strategy, params['carry'], keys, train=True)
-      out = initstate.scan_rnn(functools.partial(cell.apply, params['cell']), batch['x'], carry)
+    def loss_fn(params, batch, rng, initial_carry):
+      keys = initstate.training.example_keys(rng, batch['x'].shape[0])
+      carry = initial_carry(params['carry'], keys)
+      out = initstate.scan_rnn(cell.bind(params['cell']), batch['x'], carry)
       return jnp.mean((out.outputs[..., :1] - batch['y']) ** 2)
 
     mesh = jax.make_mesh((jax.device_count(),), ('data',),
                          axis_types=(jax.sharding.AxisType.Auto,))
-    state = initstate.replicate(
-        initstate.TrainState.create(params, optimizer, jax.random.key(3)), mesh)
+    state = initstate.training.replicate(
+        initstate.training.TrainState.create(params, optimizer, jax.random.key(3)), mesh)
     part = B // jax.process_count()            # this process's slice of the global batch
     local = {'x': x[proc_id * part:(proc_id + 1) * part],
              'y': y[proc_id * part:(proc_id + 1) * part]}
-    batch = initstate.shard_batch(local, mesh)
-    step = jax.jit(initstate.train_step(loss_fn, optimizer))
+    batch = initstate.training.shard_batch(local, mesh)
+    step = jax.jit(initstate.training.train_step(loss_fn, optimizer, strategy=strategy))
     for _ in range(5):
       state, loss = step(state, batch)
     gather = ((lambda a: np.asarray(multihost_utils.process_allgather(a, tiled=True)))
@@ -62,6 +63,7 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 class MultiProcessTest(absltest.TestCase):
 
   def test_two_processes_match_one(self):

@@ -61,7 +61,7 @@ def _value_and_grads(kind, implementation, option):
 
   def loss(params, carry_params, x, targets, labels, lengths):
     out = initstate.scan_rnn(
-        functools.partial(cell.apply, params), x,
+        cell.bind(params), x,
         init_carry_fn=lambda k, b: strategy.init_carry(carry_params, k, b, train=True),
         seq_lengths=lengths, implementation=implementation, **options)
     mse = initstate.masked_mean(initstate.squared_error(out.outputs, targets), out.mask)
@@ -167,7 +167,7 @@ class PaddingDoesNotLeakTest(parameterized.TestCase):
 
     def loss(params, carry_params, x, targets):
       out = initstate.scan_rnn(
-          functools.partial(cell.apply, params), x, burn_in=2,
+          cell.bind(params), x, burn_in=2,
           init_carry_fn=lambda k, b: initstate.learned().init_carry(carry_params, k, b,
                                                                     train=True))
       safe = jnp.where(out.mask[..., None], targets, jnp.zeros_like(targets))

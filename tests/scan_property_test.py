@@ -16,13 +16,14 @@ from hypothesis import strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import initstate
 
 D = 2
 MAX_T = 8
 # Reproducible in CI (derandomize, no example database). Every example compiles afresh (its
-# shapes and static options are new): 20 examples plus the explicit ones keep this file < 30 s.
+# shapes and static options are new), so the random search is in the slow suite.
 SETTINGS = hypothesis.settings(max_examples=20, deadline=None, derandomize=True, database=None,
                                suppress_health_check=[hypothesis.HealthCheck.too_slow])
 TOL = dict(atol=1e-5, rtol=1e-5)
@@ -90,7 +91,7 @@ def _runner(kind, hidden, burn_in, stop_gradient_burn_in, reverse, time_major,
     results = {}
     for implementation in implementations:
       out = initstate.scan_rnn(
-          functools.partial(cell.apply, params), jnp.swapaxes(x, 0, 1) if time_major else x,
+          cell.bind(params), jnp.swapaxes(x, 0, 1) if time_major else x,
           init_carry_fn=init_fn, rng=rng, seq_lengths=lengths,
           resets=None if resets is None else (resets.T if time_major else resets),
           burn_in=burn_in, stop_gradient_burn_in=stop_gradient_burn_in, reverse=reverse,
@@ -166,22 +167,25 @@ def _expected(case, params, carry_params, rng, x):
   return jax.tree.map(lambda *leaves: np.stack(leaves), *finals), outputs, mask
 
 
-class MaskedScanEqualsPiecesTest(absltest.TestCase):
+# Explicit cases, run in the fast suite; the random search below is marked slow.
+EXAMPLES = (
+    dict(  # Everything at once, and the reset keys of a reversed noisy run.
+        kind='lstm', hidden=3, batch=4, steps=7, lengths=[7, 5, 1, 0],
+        resets=np.array([[0, 1, 0, 0, 1, 0, 1], [1, 0, 1, 0, 0, 1, 1], [1, 0, 0, 0, 0, 0, 0],
+                         [1, 1, 0, 0, 0, 0, 0]], bool),
+        burn_in=2, stop_gradient_burn_in=True, reverse=True, time_major=True,
+        checkpoint_every=3, noisy=True, seed=7),
+    dict(  # No masks at all.
+        kind='gru', hidden=4, batch=2, steps=5, lengths=None, resets=None, burn_in=0,
+        stop_gradient_burn_in=False, reverse=True, time_major=False, checkpoint_every=None,
+        noisy=True, seed=3),
+)
 
-  @hypothesis.given(cases(kinds=['lstm', 'gru', 'lstm', 'gru', 'elman']))
-  @hypothesis.example(dict(  # Everything at once, and the reset keys of a reversed noisy run.
-      kind='lstm', hidden=3, batch=4, steps=7, lengths=[7, 5, 1, 0],
-      resets=np.array([[0, 1, 0, 0, 1, 0, 1], [1, 0, 1, 0, 0, 1, 1], [1, 0, 0, 0, 0, 0, 0],
-                       [1, 1, 0, 0, 0, 0, 0]], bool),
-      burn_in=2, stop_gradient_burn_in=True, reverse=True, time_major=True, checkpoint_every=3,
-      noisy=True, seed=7))
-  @hypothesis.example(dict(  # No masks at all.
-      kind='gru', hidden=4, batch=2, steps=5, lengths=None, resets=None, burn_in=0,
-      stop_gradient_burn_in=False, reverse=True, time_major=False, checkpoint_every=None,
-      noisy=True, seed=3))
-  @SETTINGS
-  def test_fused_and_generic_equal_separate_pieces(self, case):
-    """Both implementations (fused for the LSTM and GRU) against the docstring's definition."""
+
+class MaskedScanEqualsPiecesTest(absltest.TestCase):
+  """Both implementations (fused for the LSTM and GRU) against the docstring's definition."""
+
+  def _check(self, case):
     cell = _cell(case['kind'], case['hidden'])
     # Data from numpy (jax.random would compile for every new shape).
     np_rng = np.random.default_rng(case['seed'])
@@ -196,6 +200,8 @@ class MaskedScanEqualsPiecesTest(absltest.TestCase):
     run = _runner(case['kind'], case['hidden'], case['burn_in'], case['stop_gradient_burn_in'],
                   case['reverse'], case['time_major'], case['checkpoint_every'], case['noisy'])
     results = run(params, carry_params, x, lengths, case['resets'], rng)
+    self.assertEqual(set(results),
+                     {'generic'} if case['kind'] == 'elman' else {'fused', 'generic'})
     final, outputs, mask = _expected(case, params, carry_params, rng, x)
     n = np.asarray(case['lengths'] or [case['steps']] * case['batch'])[:, None]
     t = np.arange(case['steps'])[None, :]
@@ -210,6 +216,17 @@ class MaskedScanEqualsPiecesTest(absltest.TestCase):
       chex.assert_trees_all_equal_shapes_and_dtypes(out.final_carry, final)
       # Padding outputs are exact zeros (not merely close).
       np.testing.assert_array_equal(np.asarray(out.outputs)[t >= n], 0.0, err_msg=implementation)
+
+  def test_explicit_examples(self):
+    for case in EXAMPLES:
+      with self.subTest(kind=case['kind']):
+        self._check(case)
+
+  @pytest.mark.slow   # Every example compiles afresh.
+  @hypothesis.given(cases(kinds=['lstm', 'gru', 'lstm', 'gru', 'elman']))
+  @SETTINGS
+  def test_fused_and_generic_equal_separate_pieces(self, case):
+    self._check(case)
 
 
 if __name__ == '__main__':

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 from jax.test_util import check_grads
 import numpy as np
+import pytest
 
 import initstate
 
@@ -58,7 +59,7 @@ class BasicTest(parameterized.TestCase):
     carry0 = _learned_params(cell.carry_template)
     init_fn = lambda k, b: initstate.learned().init_carry(carry0, k, b, train=True)
     out = self.variant(lambda p, x: initstate.scan_rnn(
-        functools.partial(cell.apply, p), x, init_carry_fn=init_fn))(params, x)
+        cell.bind(p), x, init_carry_fn=init_fn))(params, x)
     self.assertEqual(out.outputs.shape, (B, T, cell.output_size))
     self.assertTrue(bool(jnp.all(out.mask)))
     self.assertIsNone(out.carries)
@@ -73,7 +74,7 @@ class BasicTest(parameterized.TestCase):
     carry = initstate.zeros().init_carry(initstate.zeros().init(None, cell.carry_template),
                                          None, B, train=False)
     lengths = jnp.array([7, 3, 0])
-    fn = functools.partial(cell.apply, params)
+    fn = cell.bind(params)
     ref = initstate.scan_rnn(fn, x, carry, seq_lengths=lengths)
     tm = self.variant(lambda x: initstate.scan_rnn(
         fn, x, carry, seq_lengths=lengths, time_major=True))(jnp.swapaxes(x, 0, 1))
@@ -91,7 +92,7 @@ class BasicTest(parameterized.TestCase):
 
     def run(carry_params):
       init_fn = lambda k, b: initstate.learned().init_carry(carry_params, k, b, train=True)
-      return initstate.scan_rnn(functools.partial(cell.apply, params), x,
+      return initstate.scan_rnn(cell.bind(params), x,
                                 init_carry_fn=init_fn, burn_in=2).outputs
 
     batched = jax.jit(jax.vmap(run))(sweep)
@@ -104,7 +105,7 @@ class BasicTest(parameterized.TestCase):
     carry = initstate.zeros().init_carry(initstate.zeros().init(None, cell.carry_template),
                                          None, B, train=False)
     out = initstate.scan_rnn(fn, {'a': x, 'b': 2 * x}, carry)
-    ref = initstate.scan_rnn(functools.partial(cell.apply, params), 3 * x, carry)
+    ref = initstate.scan_rnn(cell.bind(params), 3 * x, carry)
     np.testing.assert_allclose(out.outputs, ref.outputs, atol=1e-6)
 
 
@@ -119,7 +120,7 @@ class LengthsTest(parameterized.TestCase):
     # Garbage (NaN) in the padding must not reach outputs or carries.
     x = x.at[1, 4:].set(jnp.nan).at[2].set(jnp.nan)
     out = self.variant(lambda p, x, l: initstate.scan_rnn(
-        functools.partial(cell.apply, p), x, init_carry_fn=init_fn, seq_lengths=l,
+        cell.bind(p), x, init_carry_fn=init_fn, seq_lengths=l,
         return_carries=True))(params, x, lengths)
     for b, length in enumerate([T, 4, 0]):
       final, ys = _loop(cell, params, carry0, x[b, :length])
@@ -133,7 +134,7 @@ class LengthsTest(parameterized.TestCase):
 
   def test_out_of_range_lengths(self):
     cell, params, x = _setup()
-    fn = functools.partial(cell.apply, params)
+    fn = cell.bind(params)
     init_fn = lambda k, b: initstate.zeros().init_carry(
         initstate.zeros().init(None, cell.carry_template), k, b, train=False)
     with self.assertRaisesRegex(ValueError, r'seq_lengths.*\[0, T\] = \[0, 7\]'):
@@ -159,7 +160,7 @@ class ResetsTest(parameterized.TestCase):
     resets[1, 0] = True                  # A reset at step 0 is a no-op here.
     resets[2, 6] = True
     out = self.variant(lambda p, x, r: initstate.scan_rnn(
-        functools.partial(cell.apply, p), x, init_carry_fn=init_fn, resets=r))(
+        cell.bind(p), x, init_carry_fn=init_fn, resets=r))(
             params, x, jnp.asarray(resets))
     for b in range(B):
       starts = sorted(set([0] + list(np.nonzero(resets[b])[0])))
@@ -179,7 +180,7 @@ class ResetsTest(parameterized.TestCase):
     resets[:, 2] = resets[:, 4] = True
     rng = jax.random.key(42)
     out = self.variant(lambda p, x, r, k: initstate.scan_rnn(
-        functools.partial(cell.apply, p), x, init_carry_fn=init_fn, resets=r, rng=k))(
+        cell.bind(p), x, init_carry_fn=init_fn, resets=r, rng=k))(
             params, x, jnp.asarray(resets), rng)
     init_key, reset_key = jax.random.split(rng)
     starts = [(0, 2, init_fn(init_key, B)),
@@ -199,14 +200,14 @@ class ResetsTest(parameterized.TestCase):
     init_fn = lambda k, b: initstate.learned().init_carry(carry0, k, b, train=True)
     lengths = jnp.array([4, 4, 4])
     resets = jnp.zeros((B, T), bool).at[:, 5].set(True)
-    fn = functools.partial(cell.apply, params)
+    fn = cell.bind(params)
     a = initstate.scan_rnn(fn, x, init_carry_fn=init_fn, seq_lengths=lengths, resets=resets)
     b = initstate.scan_rnn(fn, x, init_carry_fn=init_fn, seq_lengths=lengths)
     chex.assert_trees_all_close(a.final_carry, b.final_carry, atol=1e-6)
 
   def test_reset_errors(self):
     cell, params, x = _setup()
-    fn = functools.partial(cell.apply, params)
+    fn = cell.bind(params)
     init_fn = lambda k, b: initstate.zeros().init_carry(
         initstate.zeros().init(None, cell.carry_template), k, b, train=False)
     carry = init_fn(None, B)
@@ -223,7 +224,7 @@ class ResetsTest(parameterized.TestCase):
     sparams = strategy.init(None, cell.carry_template)
     init_fn = lambda k, b: strategy.init_carry(sparams, k, b, train=True)
     with self.assertRaisesRegex(ValueError, 'needs a PRNG key'):
-      initstate.scan_rnn(functools.partial(cell.apply, params), x, init_carry_fn=init_fn)
+      initstate.scan_rnn(cell.bind(params), x, init_carry_fn=init_fn)
 
 
 class BurnInTest(parameterized.TestCase):
@@ -235,10 +236,10 @@ class BurnInTest(parameterized.TestCase):
     carry0 = _learned_params(cell.carry_template)
     init_fn = lambda k, b: initstate.learned().init_carry(carry0, k, b, train=True)
     fn = lambda p, x: initstate.scan_rnn(
-        functools.partial(cell.apply, p), x, init_carry_fn=init_fn, burn_in=3,
+        cell.bind(p), x, init_carry_fn=init_fn, burn_in=3,
         stop_gradient_burn_in=stop, seq_lengths=jnp.array([7, 5, 2]), return_carries=True)
     out = self.variant(fn)(params, x)
-    ref = initstate.scan_rnn(functools.partial(cell.apply, params), x, init_carry_fn=init_fn,
+    ref = initstate.scan_rnn(cell.bind(params), x, init_carry_fn=init_fn,
                              seq_lengths=jnp.array([7, 5, 2]), return_carries=True)
     np.testing.assert_allclose(out.outputs, ref.outputs, atol=1e-6)
     chex.assert_trees_all_close(out.carries, ref.carries, atol=1e-6)
@@ -253,7 +254,7 @@ class BurnInTest(parameterized.TestCase):
 
     def loss(carry_params, x):
       init_fn = lambda k, b: initstate.learned().init_carry(carry_params, k, b, train=True)
-      out = initstate.scan_rnn(functools.partial(cell.apply, params), x, init_carry_fn=init_fn,
+      out = initstate.scan_rnn(cell.bind(params), x, init_carry_fn=init_fn,
                                burn_in=3, stop_gradient_burn_in=stop)
       return initstate.masked_mean(jnp.sum(out.outputs ** 2, axis=-1), out.mask)
 
@@ -270,7 +271,7 @@ class BurnInTest(parameterized.TestCase):
 
   def test_burn_in_errors(self):
     cell, params, x = _setup()
-    fn = functools.partial(cell.apply, params)
+    fn = cell.bind(params)
     init_fn = lambda k, b: initstate.zeros().init_carry(
         initstate.zeros().init(None, cell.carry_template), k, b, train=False)
     for bad in (-1, T, T + 3):
@@ -291,7 +292,7 @@ class ReverseTest(parameterized.TestCase):
     init_fn = lambda k, b: initstate.learned().init_carry(carry0, k, b, train=True)
     lengths = [T, 5, 0]
     out = self.variant(lambda p, x: initstate.scan_rnn(
-        functools.partial(cell.apply, p), x, init_carry_fn=init_fn, reverse=True, burn_in=2,
+        cell.bind(p), x, init_carry_fn=init_fn, reverse=True, burn_in=2,
         seq_lengths=jnp.array(lengths)))(params, x)
     for b, n in enumerate(lengths):
       final, ys = _loop(cell, params, carry0, x[b, :n][::-1])
@@ -303,7 +304,7 @@ class ReverseTest(parameterized.TestCase):
 
   def test_reverse_without_lengths_is_flip(self):
     cell, params, x = _setup()
-    fn = functools.partial(cell.apply, params)
+    fn = cell.bind(params)
     carry = initstate.zeros().init_carry(initstate.zeros().init(None, cell.carry_template),
                                          None, B, train=False)
     rev = initstate.scan_rnn(fn, x, carry, reverse=True)
@@ -317,7 +318,7 @@ class CarriesAndErrorsTest(parameterized.TestCase):
     cell, params, x = _setup()
     carry0 = _learned_params(cell.carry_template)
     init_fn = lambda k, b: initstate.learned().init_carry(carry0, k, b, train=True)
-    out = initstate.scan_rnn(functools.partial(cell.apply, params), x, init_carry_fn=init_fn,
+    out = initstate.scan_rnn(cell.bind(params), x, init_carry_fn=init_fn,
                              return_carries=True)
     self.assertEqual(out.carries.h.shape, (B, T, H))
     carry = carry0
@@ -327,9 +328,28 @@ class CarriesAndErrorsTest(parameterized.TestCase):
     chex.assert_trees_all_close(_row(out.carries, 0), _row(out.carries, 0))
     np.testing.assert_allclose(out.carries.h[:, -1], out.final_carry.h, atol=0)
 
+  @parameterized.named_parameters(
+      ('lstm', initstate.lstm(H)), ('gru', initstate.gru(H)), ('elman', initstate.elman(H)),
+      ('stack', initstate.stack([initstate.lstm(H), initstate.gru(3)])),
+      ('lstm_d_equals_b', initstate.lstm(H), B))
+  def test_inputs_without_a_feature_axis(self, cell, input_size=D):
+    """Inputs [B, T] (token ids, one feature without its axis) name `inputs` and the shape."""
+    params = cell.init(jax.random.key(0), input_size)
+    carry = initstate.zeros().init_carry(initstate.zeros().init(None, cell.carry_template),
+                                         None, B, train=False)
+    x = jnp.ones((B, T))
+    for implementation in ('auto', 'generic'):
+      for cell_fn in (cell.bind(params), functools.partial(cell.apply, params)):
+        with self.assertRaisesRegex(ValueError,
+                                    r'`inputs` of shape \(3, 7\) has no feature axis'):
+          initstate.scan_rnn(cell_fn, x, carry, implementation=implementation)
+    # With a feature axis added it runs.
+    out = initstate.scan_rnn(cell.bind(params), jnp.ones((B, T, input_size)), carry)
+    self.assertEqual(out.outputs.shape, (B, T, cell.output_size))
+
   def test_shape_errors(self):
     cell, params, x = _setup()
-    fn = functools.partial(cell.apply, params)
+    fn = cell.bind(params)
     strategy = initstate.zeros()
     sparams = strategy.init(None, cell.carry_template)
     with self.assertRaisesRegex(ValueError, r'leading batch dim B = 3'):
@@ -352,7 +372,7 @@ class GradientTest(parameterized.TestCase):
 
     def loss(carry_params):
       init_fn = lambda k, b: initstate.learned().init_carry(carry_params, k, b, train=True)
-      out = initstate.scan_rnn(functools.partial(cell.apply, params), x, init_carry_fn=init_fn,
+      out = initstate.scan_rnn(cell.bind(params), x, init_carry_fn=init_fn,
                                resets=resets, seq_lengths=jnp.array([7, 6, 4]))
       return initstate.masked_mean(jnp.sum(jnp.sin(out.outputs), axis=-1), out.mask)
 
@@ -369,13 +389,13 @@ class GradientTest(parameterized.TestCase):
 
     def loss_full(carry_params, x):
       init_fn = lambda key, b: initstate.learned().init_carry(carry_params, key, b, train=True)
-      out = initstate.scan_rnn(functools.partial(cell.apply, params), x, init_carry_fn=init_fn,
+      out = initstate.scan_rnn(cell.bind(params), x, init_carry_fn=init_fn,
                                resets=resets)
       return jnp.sum(out.outputs * w)
 
     def loss_segment(carry_params, x, s, e):
       carry = initstate.learned().init_carry(carry_params, None, B, train=True)
-      out = initstate.scan_rnn(functools.partial(cell.apply, params), x[:, s:e], carry)
+      out = initstate.scan_rnn(cell.bind(params), x[:, s:e], carry)
       return jnp.sum(out.outputs * w[:, s:e])
 
     g_full, gx_full = jax.grad(loss_full, argnums=(0, 1))(carry0, x)
@@ -386,19 +406,31 @@ class GradientTest(parameterized.TestCase):
     gx_late = jax.grad(lambda x: loss_segment(carry0, x, k, T))(x)
     np.testing.assert_array_equal(gx_late[:, :k], 0.0)
     gx_only_late = jax.grad(lambda x: jnp.sum(initstate.scan_rnn(
-        functools.partial(cell.apply, params), x,
+        cell.bind(params), x,
         init_carry_fn=lambda key, b: initstate.learned().init_carry(carry0, key, b, train=True),
         resets=resets).outputs[:, k:] * w[:, k:]))(x)
     np.testing.assert_array_equal(gx_only_late[:, :k], 0.0)
     self.assertGreater(float(jnp.sum(jnp.abs(gx_full[:, :k]))), 0.0)
 
 
+FLAX_CELLS = ('LSTMCell', 'OptimizedLSTMCell', 'GRUCell', 'SimpleCell')
+FLAX_STRATEGIES = ('zeros', 'learned', 'noisy', 'noisy_learned')
+
+
 class FlaxCellsWithStrategiesTest(parameterized.TestCase):
 
-  @parameterized.product(
-      flax_cell=['LSTMCell', 'OptimizedLSTMCell', 'GRUCell', 'SimpleCell'],
-      strategy=['zeros', 'learned', 'noisy', 'noisy_learned'])
+  # Every cell and every strategy once in the fast suite; the whole product in the slow one.
+  @parameterized.parameters(*zip(FLAX_CELLS, FLAX_STRATEGIES))
+  def test_every_flax_cell_and_every_strategy(self, flax_cell, strategy):
+    self._check_flax_cell_with_strategy(flax_cell, strategy)
+
+  @parameterized.parameters(*[(c, s) for c in FLAX_CELLS for s in FLAX_STRATEGIES
+                              if (c, s) not in zip(FLAX_CELLS, FLAX_STRATEGIES)])
+  @pytest.mark.slow
   def test_every_flax_cell_with_every_strategy(self, flax_cell, strategy):
+    self._check_flax_cell_with_strategy(flax_cell, strategy)
+
+  def _check_flax_cell_with_strategy(self, flax_cell, strategy):
     cell = initstate.from_flax(getattr(nn, flax_cell)(H))
     strategy = {'zeros': initstate.zeros(), 'learned': initstate.learned(0.1),
                 'noisy': initstate.noisy(0.2), 'noisy_learned': initstate.noisy_learned(0.2)
@@ -410,7 +442,7 @@ class FlaxCellsWithStrategiesTest(parameterized.TestCase):
     @jax.jit
     def loss(params, sparams, rng):
       init_fn = lambda k, b: strategy.init_carry(sparams, k, b, train=True)
-      out = initstate.scan_rnn(functools.partial(cell.apply, params), x, init_carry_fn=init_fn,
+      out = initstate.scan_rnn(cell.bind(params), x, init_carry_fn=init_fn,
                                rng=rng, resets=resets, seq_lengths=jnp.array([7, 5, 3]))
       return initstate.masked_mean(jnp.sum(out.outputs ** 2, axis=-1), out.mask)
 

@@ -6,6 +6,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 import initstate
 
@@ -200,6 +201,118 @@ class NoisyLearnedTest(parameterized.TestCase):
         strategy.init_carry(p, jax.random.key(0), 3, train=True).h)))(params)
     self.assertGreater(float(jnp.sum(jnp.abs(grads.h))), 0.0)
     np.testing.assert_array_equal(grads.c, 0.0)
+
+
+# Every strategy, made for the protocol tests: name -> (factory, stateful).
+STRATEGIES = {
+    'zeros': (initstate.zeros, False),
+    'learned': (lambda: initstate.learned(0.5), False),
+    'noisy': (lambda: initstate.noisy(0.3), False),
+    'noisy_learned': (lambda: initstate.noisy_learned(0.3), False),
+    'latent': (lambda: initstate.latent(2), False),
+    'cleaning_noise': (lambda: initstate.cleaning_noise(buffer_size=4), True),
+}
+
+
+class StateProtocolTest(parameterized.TestCase):
+  """Every strategy follows the optax-style state protocol (init_state / update_state)."""
+
+  @parameterized.named_parameters(*[(n, f, s) for n, (f, s) in STRATEGIES.items()])
+  def test_init_state_and_is_stateful(self, make, stateful):
+    strategy = make()
+    self.assertIsInstance(strategy, initstate.CarryStrategy)
+    for template in (LSTM_TEMPLATE, STACK_TEMPLATE):
+      state = strategy.init_state(template)
+      self.assertIs(strategy.is_stateful(template), stateful)
+      if stateful:
+        self.assertIsInstance(state, initstate.GradientBuffer)
+        self.assertEqual(state.capacity, 4)
+        self.assertEqual(int(state.count), 0)
+        chex.assert_trees_all_equal_structs(state.values, template)
+        for leaf, t in zip(jax.tree.leaves(state.values), jax.tree.leaves(template)):
+          self.assertEqual(leaf.shape, (4,) + t.shape)
+      else:
+        self.assertEqual(state, initstate.EmptyState())
+        self.assertIsInstance(state, initstate.EmptyState)
+        self.assertEmpty(jax.tree.leaves(state))
+
+  @parameterized.named_parameters(*[(n, f, s) for n, (f, s) in STRATEGIES.items()])
+  def test_update_state(self, make, stateful):
+    strategy = make()
+    state = strategy.init_state(LSTM_TEMPLATE)
+    grads = initstate.LSTMCarry(h=jnp.full((2, H), 0.5), c=jnp.full((2, H), -0.5))
+    new_state = jax.jit(strategy.update_state)(state, grads)
+    self.assertIs(type(new_state), type(state))
+    if stateful:
+      self.assertEqual(int(new_state.count), 2)  # One entry per row.
+      np.testing.assert_array_equal(new_state.values.h[:2], grads.h)
+      np.testing.assert_array_equal(new_state.values.c[:2], grads.c)
+    else:
+      self.assertIs(strategy.update_state(state, grads), state)  # The identity.
+      self.assertIs(strategy.update_state(state, grads, axis_name='data'), state)
+      self.assertEqual(new_state, initstate.EmptyState())
+
+  @parameterized.named_parameters(*[(n, f, s) for n, (f, s) in STRATEGIES.items()])
+  def test_init_carry_accepts_state(self, make, stateful):
+    strategy = make()
+    params = strategy.init(jax.random.key(0), LSTM_TEMPLATE)
+    state = strategy.init_state(LSTM_TEMPLATE)
+    init_carry = jax.jit(
+        lambda p, k, s, train: strategy.init_carry(p, k, 3, train=train, state=s),
+        static_argnames='train')
+    for train in (True, False):
+      with_state = init_carry(params, jax.random.key(1), state, train=train)
+      _assert_batched_like(self, with_state, LSTM_TEMPLATE, (3,))
+      if stateful:  # An empty buffer: exactly the learned carry, in training too.
+        want = init_carry(params, None, None, train=False)
+      else:  # The state changes nothing.
+        want = init_carry(params, jax.random.key(1), None, train=train)
+      chex.assert_trees_all_equal(with_state, want)
+
+  def test_cleaning_without_a_state_in_training_is_a_clear_error(self):
+    cleaning = initstate.cleaning_noise(buffer_size=4)
+    params = cleaning.init(None, LSTM_TEMPLATE)
+    with self.assertRaisesRegex(ValueError, r'`state`.*init_state'):
+      cleaning.init_carry(params, jax.random.key(0), 2, train=True)
+    # Evaluation needs none.
+    chex.assert_trees_all_equal(cleaning.init_carry(params, None, 2, train=False),
+                                initstate.learned().init_carry(params, None, 2, train=False))
+    with self.assertRaisesRegex(TypeError, '`state`'):
+      cleaning.init_carry(params, jax.random.key(0), 2, train=True,
+                          state=initstate.EmptyState())
+
+  def test_optimizer_does_not_touch_the_state(self):
+    cleaning = initstate.cleaning_noise(buffer_size=4)
+    params = {'carry': cleaning.init(None, LSTM_TEMPLATE)}
+    rows = initstate.LSTMCarry(h=jnp.ones((2, H)), c=jnp.full((2, H), 2.0))
+    state = cleaning.update_state(cleaning.init_state(LSTM_TEMPLATE), rows)
+    optimizer = optax.adam(0.1)
+    opt_state = optimizer.init(params)
+    # The optimiser state holds no copy of the buffer: it is not a param.
+    self.assertEqual(len(jax.tree.leaves(opt_state)),
+                     1 + 2 * len(jax.tree.leaves(params)))
+
+    def loss_fn(params, state):
+      carry = cleaning.init_carry(params['carry'], jax.random.key(0), 2, train=True,
+                                  state=state)
+      return sum(jnp.sum(jnp.square(l)) for l in jax.tree.leaves(carry))
+
+    for _ in range(3):
+      grads = jax.grad(loss_fn)(params, state)
+      updates, opt_state = optimizer.update(grads, opt_state, params)
+      params = optax.apply_updates(params, updates)
+    # The learned carry moved, the buffer is exactly what was pushed.
+    self.assertGreater(float(jnp.max(jnp.abs(params['carry'].h))), 0.1)
+    self.assertEqual(int(state.count), 2)
+    np.testing.assert_array_equal(state.values.h[:2], rows.h)
+    np.testing.assert_array_equal(state.values.c[:2], rows.c)
+    np.testing.assert_array_equal(state.values.h[2:], 0.0)
+
+  def test_empty_state_is_static_under_jit(self):
+    strategy = initstate.noisy(0.3)
+    state = strategy.init_state(LSTM_TEMPLATE)
+    out = jax.jit(lambda s: s)(state)
+    self.assertEqual(out, initstate.EmptyState())
 
 
 if __name__ == '__main__':

@@ -42,17 +42,21 @@ ELMAN_PARAMS = ELMAN.init(KEY, D)
 X = jnp.ones((B, T, D))
 X_T = jnp.ones((B, D))
 CARRY = initstate.LSTMCarry(jnp.zeros((B, H)), jnp.zeros((B, H)))
-CELL_FN = functools.partial(LSTM.apply, LSTM_PARAMS)
+CELL_FN = LSTM.bind(LSTM_PARAMS)
 TEMPLATE = LSTM.carry_template
 LEARNED = initstate.learned()
 LEARNED_PARAMS = LEARNED.init(None, TEMPLATE)
 NOISY = initstate.noisy(0.1)
 NOISY_PARAMS = NOISY.init(None, TEMPLATE)
 CLEANING = initstate.cleaning_noise(4)
-BUFFER = CLEANING.init_buffer(TEMPLATE)
+BUFFER = CLEANING.init_state(TEMPLATE)
 MESH = jax.make_mesh((1,), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
-STATE = initstate.TrainState.create({'w': jnp.ones(2)}, optax.adam(1e-3), KEY)
-HMM = tasks.random_hmm(KEY)
+STATE = initstate.training.TrainState.create({'w': jnp.ones(2)}, optax.adam(1e-3), KEY)
+CLEANING_STATE = initstate.training.TrainState.create(
+    {'w': jnp.ones(2), 'carry': CLEANING.init(None, TEMPLATE)}, optax.adam(1e-3), KEY, BUFFER)
+# A hand-made HMM (2 states, 4 symbols): drawing one would compile its Dirichlet sampler here,
+# at collection.
+HMM = tasks.HMM(jnp.full((2,), 0.5), jnp.full((2, 2), 0.5), jnp.full((2, 4), 0.25))
 VOCAB = 4
 
 
@@ -112,20 +116,22 @@ CASES = (
     Case('from_flax, as_cell', 'module', 'a flax.linen cell', TypeError,
          lambda: initstate.from_flax(3), 'flax.linen cell'),
     # ---- Conversions. ----
-    Case('lstm_params_from_flax, gru_params_from_flax, elman_params_from_flax', 'flax_params',
-         'one Dense (with kernel) per gate', ValueError,
-         lambda: initstate.lstm_params_from_flax({'ii': {}})),
-    Case('lstm_params_to_flax, gru_params_to_flax, elman_params_to_flax', 'params',
-         'w_i [D, G*H], w_h [H, G*H], biases [G*H]', ValueError,
-         lambda: initstate.lstm_params_to_flax({**LSTM_PARAMS, 'b': jnp.zeros(3)})),
-    Case('lstm_params_from_torch, gru_params_from_torch', 'weight_ih',
+    Case('convert.lstm_params_from_flax, convert.gru_params_from_flax, '
+         'convert.elman_params_from_flax', 'flax_params', 'one Dense (with kernel) per gate',
+         ValueError,
+         lambda: initstate.convert.lstm_params_from_flax({'ii': {}})),
+    Case('convert.lstm_params_to_flax, convert.gru_params_to_flax, '
+         'convert.elman_params_to_flax', 'params', 'w_i [D, G*H], w_h [H, G*H], biases [G*H]',
+         ValueError,
+         lambda: initstate.convert.lstm_params_to_flax({**LSTM_PARAMS, 'b': jnp.zeros(3)})),
+    Case('convert.lstm_params_from_torch, convert.gru_params_from_torch', 'weight_ih',
          'weight_ih [G*H, D], weight_hh [G*H, H], biases [G*H]', ValueError,
-         lambda: initstate.lstm_params_from_torch(np.ones((12, D)), np.ones((12, 4)),
-                                                  np.ones(12), np.ones(12))),
-    Case('lstm_carry_from_flax', 'carry', "Flax's (c, h) pair, not an LSTMCarry", TypeError,
-         lambda: initstate.lstm_carry_from_flax(CARRY)),
-    Case('lstm_carry_to_flax', 'carry', 'an LSTMCarry', TypeError,
-         lambda: initstate.lstm_carry_to_flax((CARRY.h, CARRY.c))),
+         lambda: initstate.convert.lstm_params_from_torch(np.ones((12, D)), np.ones((12, 4)),
+                                                          np.ones(12), np.ones(12))),
+    Case('convert.lstm_carry_from_flax', 'carry', "Flax's (c, h) pair, not an LSTMCarry",
+         TypeError, lambda: initstate.convert.lstm_carry_from_flax(CARRY)),
+    Case('convert.lstm_carry_to_flax', 'carry', 'an LSTMCarry', TypeError,
+         lambda: initstate.convert.lstm_carry_to_flax((CARRY.h, CARRY.c))),
     # ---- Strategies. ----
     Case('strategy.init', 'template', 'leaves with .shape and .dtype', TypeError,
          lambda: LEARNED.init(None, 5), 'template'),
@@ -159,18 +165,26 @@ CASES = (
          lambda: initstate.cleaning_noise(4, scale=float('nan'))),
     Case('cleaning_noise', 'draw, sign, cross_device', 'one of the listed choices', ValueError,
          lambda: initstate.cleaning_noise(4, sign='random'), 'sign'),
-    Case('cleaning.init_carry', 'buffer', 'a GradientBuffer matching the carry and buffer_size',
-         ValueError, lambda: CLEANING.init_carry(
-             LEARNED_PARAMS, initstate.cleaning_noise(8).init_buffer(TEMPLATE), KEY, B,
-             train=True)),
-    Case('update_gradient_buffer, cleaning.update', 'buffer', 'a GradientBuffer', TypeError,
-         lambda: initstate.update_gradient_buffer(BUFFER.values, CARRY)),
-    Case('update_gradient_buffer, cleaning.update', 'carry_grads',
-         "the carry's structure, leaves [n, *unit]", ValueError,
-         lambda: initstate.update_gradient_buffer(BUFFER, jnp.zeros((B, H)))),
-    Case('nn.update_carry_buffers', 'carry_grads', 'a gradient for every buffer', ValueError,
-         lambda: initstate.nn.update_carry_buffers(
-             {'rnn': {'gradients': BUFFER}}, {}), 'initial_carry'),
+    Case('cleaning.init_carry', 'state', 'given when train=True (from init_state)', ValueError,
+         lambda: CLEANING.init_carry(LEARNED_PARAMS, KEY, B, train=True)),
+    Case('cleaning.init_carry', 'state', 'a GradientBuffer', TypeError,
+         lambda: CLEANING.init_carry(LEARNED_PARAMS, KEY, B, train=True,
+                                     state=initstate.EmptyState())),
+    Case('cleaning.init_carry', 'state', 'matching the carry and buffer_size', ValueError,
+         lambda: CLEANING.init_carry(LEARNED_PARAMS, KEY, B, train=True,
+                                     state=initstate.cleaning_noise(8).init_state(TEMPLATE))),
+    # The message names the GradientBuffer but calls the argument `buffer`.
+    Case('cleaning.update_state', 'state', 'a GradientBuffer', TypeError,
+         lambda: CLEANING.update_state(BUFFER.values, CARRY), 'GradientBuffer'),
+    Case('cleaning.update_state', 'carry_grads', "the carry's structure, leaves [n, *unit]",
+         ValueError, lambda: CLEANING.update_state(BUFFER, jnp.zeros((B, H)))),
+    Case('nn.update_carry_state', 'strategy', 'a CarryStrategy', TypeError,
+         lambda: initstate.nn.update_carry_state('cleaning', {'rnn': {'state': BUFFER}}, {})),
+    Case('nn.update_carry_state', 'carry_state', "the model's 'carry_state' collection",
+         TypeError, lambda: initstate.nn.update_carry_state(CLEANING, BUFFER, {})),
+    Case('nn.update_carry_state', 'carry_grads', 'a gradient for every state', ValueError,
+         lambda: initstate.nn.update_carry_state(
+             CLEANING, {'rnn': {'state': BUFFER}}, {}), 'initial_carry'),
     # ---- Conditional carries. ----
     Case('from_context', 'hidden_sizes', 'positive ints', ValueError,
          lambda: initstate.from_context(hidden_sizes=(0,))),
@@ -203,6 +217,8 @@ CASES = (
          lambda: initstate.scan_rnn(CELL_FN, X, None, init_carry_fn=3)),
     Case('scan_rnn', 'inputs', 'arrays of rank >= 2 sharing B and T, T >= 1', ValueError,
          lambda: initstate.scan_rnn(CELL_FN, jnp.ones((B, 0, D)), CARRY)),
+    Case('scan_rnn', 'inputs', 'a feature axis for a cell that takes [B, D] per step',
+         ValueError, lambda: initstate.scan_rnn(CELL_FN, jnp.ones((B, T)), CARRY)),
     Case('scan_rnn', 'initial_carry', 'leaves with leading batch dim B', ValueError,
          lambda: initstate.scan_rnn(CELL_FN, X, initstate.LSTMCarry(
              jnp.zeros((B + 1, H)), jnp.zeros((B + 1, H)))), 'carry'),
@@ -214,8 +230,8 @@ CASES = (
          lambda: initstate.scan_rnn(lambda c, x: (c[:, :1], x), X, jnp.zeros((B, H)))),
     Case('scan_rnn', 'cell_fn', 'keeps the carry\'s dtype (e.g. bf16 model, f32 inputs)',
          TypeError, lambda: initstate.scan_rnn(
-             functools.partial(initstate.lstm(H, param_dtype=jnp.bfloat16).apply,
-                               initstate.lstm(H, param_dtype=jnp.bfloat16).init(KEY, D)),
+             initstate.lstm(H, param_dtype=jnp.bfloat16).bind(
+                 initstate.lstm(H, param_dtype=jnp.bfloat16).init(KEY, D)),
              X, jax.tree.map(lambda c: c.astype(jnp.bfloat16), CARRY))),
     Case('scan_rnn', 'seq_lengths', 'int [B], values in [0, T]', ValueError,
          lambda: initstate.scan_rnn(CELL_FN, X, CARRY, seq_lengths=jnp.array([1, T + 1]))),
@@ -237,8 +253,9 @@ CASES = (
          lambda: initstate.scan_rnn(CELL_FN, X, CARRY, unroll=0)),
     Case('scan_rnn, nn.RNN', 'implementation', "'auto', 'fused' or 'generic'", ValueError,
          lambda: initstate.scan_rnn(CELL_FN, X, CARRY, implementation='fast')),
-    Case('scan_rnn', 'implementation', "'fused' only for built-in LSTM/GRU cells", ValueError,
-         lambda: initstate.scan_rnn(lambda c, x: CELL_FN(c, x), X, CARRY,
+    Case('scan_rnn', 'implementation', "'fused' only for cell.bind(params) of a built-in LSTM, "
+         'GRU or stack of them', ValueError,
+         lambda: initstate.scan_rnn(functools.partial(LSTM.apply, LSTM_PARAMS), X, CARRY,
                                     implementation='fused'), 'fused'),
     Case('scan_rnn, nn.RNN', 'checkpoint_every', 'a positive int or None', ValueError,
          lambda: initstate.scan_rnn(CELL_FN, X, CARRY, checkpoint_every=0)),
@@ -287,7 +304,7 @@ CASES = (
     # ---- Flax layer. ----
     Case('nn.RNN', 'cell', 'an initstate RecurrentCell or a flax.linen cell', TypeError,
          lambda: _rnn(cell=3), 'RecurrentCell'),
-    Case('nn.RNN', 'carry', 'a CarryStrategy or a CleaningNoise', TypeError,
+    Case('nn.RNN', 'carry', 'a CarryStrategy', TypeError,
          lambda: _rnn(carry=3)),
     Case('nn.RNN', 'context_carry', 'a CarryMap', TypeError,
          lambda: _rnn(context_carry=3)),
@@ -297,49 +314,68 @@ CASES = (
          lambda: _rnn(context=jnp.ones((B, 2)))),
     Case('nn.RNN', 'rngs', "a 'carry' key when a strategy draws noise in training", ValueError,
          lambda: initstate.nn.RNN(LSTM, carry=NOISY, train=True).init(KEY, X), 'rngs'),
+    Case('nn.RNN', 'variables', "the 'carry_state' collection when a stateful strategy trains",
+         ValueError, lambda: (lambda m: m.apply(
+             {'params': m.init(KEY, X, train=False)['params']}, X, train=True,
+             rngs={'carry': KEY}))(initstate.nn.RNN(LSTM, carry=CLEANING)), 'carry_state'),
     # ---- Training. ----
-    Case('train_step', 'loss_fn', 'callable', TypeError,
-         lambda: initstate.train_step(3, optax.adam(1e-3))),
-    Case('train_step, TrainState.create', 'optimizer', 'an optax GradientTransformation',
-         TypeError, lambda: initstate.train_step(lambda p, b, r: 0.0, 'adam')),
-    Case('train_step', 'cleaning', 'a CleaningNoise or None', TypeError,
-         lambda: initstate.train_step(lambda p, b, r: 0.0, optax.adam(1e-3), cleaning=NOISY)),
-    Case('train_step(...)(state, batch)', 'state', 'a TrainState', TypeError,
-         lambda: initstate.train_step(lambda p, b, r: 0.0, optax.adam(1e-3))(
+    Case('training.train_step', 'loss_fn', 'callable', TypeError,
+         lambda: initstate.training.train_step(3, optax.adam(1e-3))),
+    Case('training.train_step, training.TrainState.create', 'optimizer',
+         'an optax GradientTransformation', TypeError,
+         lambda: initstate.training.train_step(lambda p, b, r, c: 0.0, 'adam')),
+    Case('training.train_step', 'strategy', 'a CarryStrategy or None', TypeError,
+         lambda: initstate.training.train_step(lambda p, b, r, c: 0.0, optax.adam(1e-3),
+                                               strategy='cleaning')),
+    Case('training.train_step(...)(state, batch)', 'state', 'a TrainState', TypeError,
+         lambda: initstate.training.train_step(lambda p, b, r, c: 0.0, optax.adam(1e-3))(
              {'w': jnp.ones(2)}, {'x': X})),
-    Case('train_step(...)(state, batch)', 'batch', 'leaves sharing a leading batch dim',
-         ValueError, lambda: initstate.train_step(lambda p, b, r: 0.0, optax.adam(1e-3))(
-             STATE, {'x': X, 'y': jnp.ones((B + 1,))})),
-    Case('train_step(..., cleaning=)(state, batch)', 'state.carry_state',
-         'the GradientBuffer', TypeError,
-         lambda: initstate.train_step(lambda p, b, r, c: 0.0, optax.adam(1e-3),
-                                      cleaning=CLEANING)(STATE, {'x': X}), 'carry_state'),
-    Case('TrainState.create, example_keys', 'rng', 'a PRNG key', TypeError,
-         lambda: initstate.TrainState.create({'w': jnp.ones(2)}, optax.adam(1e-3), 0)),
-    Case('example_keys', 'batch_size', 'a positive int', ValueError,
-         lambda: initstate.example_keys(KEY, 0)),
-    Case('per_example_carry', 'strategy', 'a CarryStrategy', TypeError,
-         lambda: initstate.per_example_carry(CLEANING, LEARNED_PARAMS,
-                                             initstate.example_keys(KEY, B), train=True)),
-    Case('per_example_carry', 'keys', 'one key per example, [B]', TypeError,
-         lambda: initstate.per_example_carry(NOISY, NOISY_PARAMS, KEY, train=True)),
-    Case('shard_batch', 'axis', 'an axis of the mesh', ValueError,
-         lambda: initstate.shard_batch(X, MESH, axis='batch')),
-    Case('shard_batch, split_for_pmap', 'batch', 'B a multiple of the device count',
-         ValueError, lambda: initstate.split_for_pmap(jnp.ones((3, 2)), 2), 'batch size'),
-    Case('split_for_pmap, replicate_for_pmap', 'num_devices', 'a positive int', ValueError,
-         lambda: initstate.replicate_for_pmap(STATE, 0)),
+    Case('training.train_step(...)(state, batch)', 'batch', 'leaves sharing a leading batch dim',
+         ValueError, lambda: initstate.training.train_step(
+             lambda p, b, r, c: 0.0, optax.adam(1e-3))(STATE, {'x': X, 'y': jnp.ones((B + 1,))})),
+    Case('training.train_step(..., strategy=)(state, batch)', 'loss_fn',
+         "calls initial_carry exactly once (a stateful strategy's)", ValueError,
+         lambda: initstate.training.train_step(lambda p, b, r, c: 0.0, optax.adam(1e-3),
+                                               strategy=CLEANING)(CLEANING_STATE, {'x': X}),
+         'initial_carry'),
+    Case('training.train_step(..., strategy=)(state, batch)', 'state.carry_state',
+         "the stateful strategy's state (its init_state)", ValueError,
+         lambda: initstate.training.train_step(
+             lambda p, b, r, c: jnp.sum(c(p['carry'], initstate.training.example_keys(r, B)).h),
+             optax.adam(1e-3), strategy=CLEANING)(
+                 CLEANING_STATE._replace(carry_state=initstate.EmptyState()), {'x': X}),
+         'init_state'),
+    Case('training.TrainState.create, training.example_keys', 'rng', 'a PRNG key', TypeError,
+         lambda: initstate.training.TrainState.create({'w': jnp.ones(2)}, optax.adam(1e-3), 0)),
+    Case('training.example_keys', 'batch_size', 'a positive int', ValueError,
+         lambda: initstate.training.example_keys(KEY, 0)),
+    Case('training.per_example_carry', 'strategy', 'a CarryStrategy', TypeError,
+         lambda: initstate.training.per_example_carry(
+             'learned', LEARNED_PARAMS, initstate.training.example_keys(KEY, B), train=True)),
+    Case('training.per_example_carry', 'keys', 'one key per example, [B]', TypeError,
+         lambda: initstate.training.per_example_carry(NOISY, NOISY_PARAMS, KEY, train=True)),
+    Case('training.shard_batch', 'axis', 'an axis of the mesh', ValueError,
+         lambda: initstate.training.shard_batch(X, MESH, axis='batch')),
+    Case('training.shard_batch, training.split_for_pmap', 'batch',
+         'B a multiple of the device count', ValueError,
+         lambda: initstate.training.split_for_pmap(jnp.ones((3, 2)), 2), 'batch size'),
+    Case('training.split_for_pmap, training.replicate_for_pmap', 'num_devices',
+         'a positive int', ValueError, lambda: initstate.training.replicate_for_pmap(STATE, 0)),
     # ---- Checkpoints. ----
-    Case('save_checkpoint', 'state', 'a pytree of arrays', TypeError,
-         lambda: initstate.save_checkpoint(tempfile.mkdtemp(dir=TMP.name) + '/ck', {'f': print})),
-    Case('save_checkpoint', 'directory', 'does not exist yet', FileExistsError,
-         lambda: initstate.save_checkpoint(tempfile.mkdtemp(dir=TMP.name), STATE), 'already exists'),
-    Case('restore_checkpoint', 'directory', 'an initstate checkpoint', FileNotFoundError,
-         lambda: initstate.restore_checkpoint(tempfile.mkdtemp(dir=TMP.name), STATE), 'not an initstate'),
-    Case('restore_checkpoint', 'like', 'the checkpoint\'s tree, shapes and dtypes', ValueError,
-         lambda: initstate.restore_checkpoint(
-             initstate.save_checkpoint(tempfile.mkdtemp(dir=TMP.name) + '/ck', STATE),
-             initstate.TrainState.create({'w': jnp.ones(3)}, optax.adam(1e-3), KEY)),
+    Case('training.save_checkpoint', 'state', 'a pytree of arrays', TypeError,
+         lambda: initstate.training.save_checkpoint(
+             tempfile.mkdtemp(dir=TMP.name) + '/ck', {'f': print})),
+    Case('training.save_checkpoint', 'directory', 'does not exist yet', FileExistsError,
+         lambda: initstate.training.save_checkpoint(tempfile.mkdtemp(dir=TMP.name), STATE),
+         'already exists'),
+    Case('training.restore_checkpoint', 'directory', 'an initstate checkpoint',
+         FileNotFoundError, lambda: initstate.training.restore_checkpoint(
+             tempfile.mkdtemp(dir=TMP.name), STATE), 'not an initstate'),
+    Case('training.restore_checkpoint', 'like', 'the checkpoint\'s tree, shapes and dtypes',
+         ValueError,
+         lambda: initstate.training.restore_checkpoint(
+             initstate.training.save_checkpoint(tempfile.mkdtemp(dir=TMP.name) + '/ck', STATE),
+             initstate.training.TrainState.create({'w': jnp.ones(3)}, optax.adam(1e-3), KEY)),
          'different configuration'),
     # ---- Tasks. ----
     Case('tasks.random_hmm', 'num_states, num_symbols', 'ints >= 2', ValueError,
@@ -408,8 +444,8 @@ class ArgumentChecksTest(parameterized.TestCase):
     self.assertEqual(out.outputs.shape, (B, T, H))
     raw_key = jax.random.PRNGKey(0)   # Legacy raw keys are accepted wherever a key is.
     NOISY.init_carry(NOISY_PARAMS, raw_key, B, train=True)
-    initstate.per_example_carry(NOISY, NOISY_PARAMS, initstate.example_keys(raw_key, B),
-                                train=True)
+    initstate.training.per_example_carry(
+        NOISY, NOISY_PARAMS, initstate.training.example_keys(raw_key, B), train=True)
     self.assertEqual(float(initstate.masked_mean(jnp.ones((B, T)), jnp.ones((B, T), int))), 1.)
     initstate.noisy(np.float32(0.5))
     initstate.learned(np.float32(0.5))

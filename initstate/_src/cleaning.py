@@ -100,7 +100,8 @@ def update_gradient_buffer(buffer: GradientBuffer, carry_grads: Carry, *,
   """
   _check_choice('cross_device', cross_device, _CROSS_DEVICE)
   if not isinstance(buffer, GradientBuffer):
-    raise TypeError(f'`buffer` must be a GradientBuffer, got {type(buffer).__name__}.')
+    raise TypeError(f'`state` must be a GradientBuffer (the cleaning-noise state from '
+                    f'`init_state`), got {type(buffer).__name__}.')
   if jax.tree.structure(carry_grads) != jax.tree.structure(buffer.values):
     raise ValueError('`carry_grads` must have the carry\'s tree structure '
                      f'{jax.tree.structure(buffer.values)}, got '

@@ -27,6 +27,7 @@ import numpy as np
 
 from initstate._src import checks
 from initstate._src import fused as fused_lib
+from initstate._src.cells import BoundCell
 from initstate._src.losses import loss_mask
 from initstate._src.tree import where_batch
 from initstate._src.types import Array, Carry, PRNGKey
@@ -301,9 +302,13 @@ def _check_args(cell_fn, inputs, init_carry_fn, rng, seq_lengths, resets, burn_i
   plan = None if implementation == 'generic' else fused_lib.plan(
       cell_fn, inputs, auto=implementation == 'auto')
   if implementation == 'fused' and plan is None:
+    if isinstance(cell_fn, BoundCell) and cell_fn.cell.fused is not None:
+      raise ValueError("implementation='fused' needs `inputs` as one float array [B, T, D] "
+                       'matching the cell, got '
+                       f'{[(str(jnp.result_type(l)), jnp.shape(l)) for l in leaves]}.')
     raise ValueError("implementation='fused' needs `cell_fn = cell.bind(params)` of an "
-                     'initstate lstm, gru or stack of them, and `inputs` as one float array '
-                     f'[B, T, D] matching the cell; got a {type(cell_fn).__name__}.')
+                     'initstate lstm, gru or stack of them; got a '
+                     f'{type(cell_fn).__name__}.')
   if checkpoint_every is not None and (
       isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, (int, np.integer))
       or checkpoint_every < 1):

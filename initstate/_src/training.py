@@ -166,22 +166,30 @@ def train_step(
 
     strategy_ = strategy  # Narrowed to a CarryStrategy for the closure.
 
-    def make_initial_carry(probe, calls):
+    def make_initial_carry(probe, calls, train=True):
       def initial_carry(carry_params, keys):
-        carry = per_example_carry(strategy_, carry_params, keys, train=True, state=carry_state)
+        carry = per_example_carry(strategy_, carry_params, keys, train=train, state=carry_state)
         calls.append(jax.tree.map(lambda c: jax.ShapeDtypeStruct(c.shape, c.dtype), carry))
         return carry if probe is None else jax.tree.map(jnp.add, carry, probe)
       return initial_carry
 
-    if not jax.tree.leaves(carry_state):  # A stateless strategy.
+    # The carry's shape, read off one abstract evaluation of the loss (no work is done).
+    calls = []
+    jax.eval_shape(lambda p: loss_fn(p, batch, step_rng,
+                                     make_initial_carry(None, calls, train=False)),
+                   state.params)
+    template = None if not calls else jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape[1:], s.dtype), calls[0])
+    stateful = template is not None and strategy_.is_stateful(template)
+    if stateful and not jax.tree.leaves(carry_state):
+      raise ValueError('this strategy keeps a state, but `state.carry_state` is empty: make the '
+                       'state with TrainState.create(..., '
+                       'carry_state=strategy.init_state(cell.carry_template)).')
+    if not stateful and not jax.tree.leaves(carry_state):
       loss, grads = jax.value_and_grad(
           lambda p: loss_fn(p, batch, step_rng, make_initial_carry(None, [])))(state.params)
     else:
-      # The gradient at each example's initial carry, through a zero probe added to it. Its
-      # shape is read off one abstract evaluation of the loss.
-      calls = []
-      jax.eval_shape(lambda p: loss_fn(p, batch, step_rng, make_initial_carry(None, calls)),
-                     state.params)
+      # The gradient at each example's initial carry, through a zero probe added to it.
       if len(calls) != 1:
         raise ValueError(f'with a stateful strategy, `loss_fn` must start the recurrence from '
                          f'`initial_carry(carry_params, keys)` exactly once (it called it '
