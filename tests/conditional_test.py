@@ -6,6 +6,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import chex
 import jax
+import pytest
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -61,6 +62,7 @@ class FromContextTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, r'F = 3.*\(2, 4\)'):
       net.apply(params, jnp.zeros((2, 4)))
 
+  @pytest.mark.slow   # A short training run (5 s).
   def test_learns_what_the_context_says(self):
     """Class given only as context, predicted at every step: zeros cannot, the carry can."""
     batch, steps, classes = 32, 3, 4

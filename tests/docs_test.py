@@ -244,6 +244,7 @@ class PageNamesTest(absltest.TestCase):
 
 class DoctestTest(parameterized.TestCase):
 
+  @pytest.mark.slow   # Every public docstring's examples (compiles dozens of programs).
   def test_docstring_examples_run(self):
     tests = []
     for _, _, full, obj in _public_symbols():
@@ -251,12 +252,19 @@ class DoctestTest(parameterized.TestCase):
     _, failures, report = _run_doctests(tests)
     self.assertEqual(failures, 0, f'docstring examples failed:\n{report}')
 
+
+@pytest.mark.slow   # Every docs page's examples, each page a few to 20 s. (A mark on the class:
+class DocsPagesTest(parameterized.TestCase):   # pytest does not see one on generated methods.)
+
   @parameterized.named_parameters(*[(page[:-len('.md')], page) for page in PAGES])
   def test_docs_page_examples_run(self, page):
     examples, failures, report = _run_doctests(_page_doctests(DOCS / page), shared_globs={})
     self.assertEqual(failures, 0, f'examples in docs/{page} failed:\n{report}')
     if page in PAGES_WITH_EXAMPLES:
       self.assertGreater(examples, 0, f'docs/{page} has no >>> examples')
+
+
+class DocstringCoverageTest(parameterized.TestCase):
 
   def test_core_symbols_have_docstring_examples(self):
     without = [name for name in DOCTESTED if not _doctests(_lookup(name), name, {})]

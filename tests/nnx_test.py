@@ -46,9 +46,15 @@ def _inputs():
 class RNNAgreesTest(parameterized.TestCase):
   """initstate.nnx.RNN == initstate.nn.RNN == scan_rnn, given the same variables and key."""
 
-  @parameterized.product(strategy=tuple(STRATEGIES), reverse=(False, True),
-                         train=(False, True))
-  def test_nnx_linen_and_scan_rnn_agree(self, strategy, reverse, train):
+  @parameterized.product(strategy=tuple(STRATEGIES), train=(False, True))
+  def test_nnx_linen_and_scan_rnn_agree(self, strategy, train):
+    self._agree(strategy, train, reverse=False)
+
+  @parameterized.parameters('noisy_learned', 'cleaning')
+  def test_reversed_with_noise(self, strategy):
+    self._agree(strategy, True, reverse=True)
+
+  def _agree(self, strategy, train, reverse):
     x, lengths, resets = _inputs()
     cell = initstate.lstm(H)
     make = STRATEGIES[strategy]
@@ -118,6 +124,14 @@ class RNNAgreesTest(parameterized.TestCase):
     fused = model(x, seq_lengths=lengths).outputs
     model.implementation = 'generic'
     np.testing.assert_allclose(fused, model(x, seq_lengths=lengths).outputs, atol=1e-5)
+
+
+@pytest.mark.slow   # The reversed runs of every strategy (a mark on the class: pytest does
+class RNNAgreesReversedTest(parameterized.TestCase):   # not see one on generated methods).
+
+  @parameterized.product(strategy=tuple(STRATEGIES), train=(False, True))
+  def test_nnx_linen_and_scan_rnn_agree_reversed(self, strategy, train):
+    RNNAgreesTest._agree(self, strategy, train, reverse=True)  # pylint: disable=protected-access
 
 
 class ModesAndErrorsTest(absltest.TestCase):
