@@ -125,6 +125,7 @@ class LossTest(parameterized.TestCase):
     clean = model.step_losses(params, _mc(0, 'noisy_learned'), u, y)[0]
     np.testing.assert_allclose(clean, per_step, rtol=1e-6)
 
+  @pytest.mark.slow   # 5 s.
   def test_conditional_carry_replaces_the_burn_in(self):
     _, model, params = _model_and_params(('conditional',), burn_ins=(0, 3))
     u = jax.random.normal(jax.random.key(1), (2, 8, 1))

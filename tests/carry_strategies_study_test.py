@@ -19,6 +19,7 @@ from initstate.studies import carry_strategies as study
 
 class SplitTest(parameterized.TestCase):
 
+  @pytest.mark.slow   # Compiles the HMM sampler (5 s).
   def test_short_split(self):
     config = study.Config(seq_len=6)
     hmm = tasks.random_hmm(jax.random.key(0), config.num_states, config.num_symbols)

@@ -5,6 +5,7 @@ import itertools
 from absl.testing import absltest
 from absl.testing import parameterized
 import jax
+import pytest
 import jax.numpy as jnp
 import numpy as np
 
@@ -48,6 +49,7 @@ class RandomHMMTest(parameterized.TestCase):
     for m in hmm:
       self.assertTrue(bool(jnp.all(m >= 0)))
 
+  @pytest.mark.slow   # Compiles the Dirichlet sampler twice (4 s).
   def test_deterministic_in_key(self):
     a = tasks.random_hmm(jax.random.key(1), K, V)
     b = tasks.random_hmm(jax.random.key(1), K, V)

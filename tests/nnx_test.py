@@ -178,6 +178,7 @@ class ModesAndErrorsTest(absltest.TestCase):
       model(jnp.ones((B, T, D)), context=jnp.ones((B, 4)))
 
 
+@pytest.mark.slow   # Training runs, a checkpoint round trip, vmap over seeds.
 class TrainingTest(absltest.TestCase):
 
   def test_learned_carry_trains_with_nnx_optimizer_and_beats_zeros_early(self):

@@ -365,6 +365,7 @@ class CarriesAndErrorsTest(parameterized.TestCase):
 
 class GradientTest(parameterized.TestCase):
 
+  @pytest.mark.slow   # Numerical gradients (4 s).
   def test_check_grads_learned_carry(self):
     cell, params, x = _setup(initstate.lstm(3))
     carry0 = _learned_params(cell.carry_template)

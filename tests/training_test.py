@@ -149,6 +149,7 @@ class PerExampleNoiseTest(absltest.TestCase):
     evaluation = initstate.training.per_example_carry(strategy, params, keys, train=False)
     np.testing.assert_array_equal(evaluation, 0.0)
 
+  @pytest.mark.slow   # 5 s.
   def test_rnn_module_per_example_noise_does_not_depend_on_the_batch_split(self):
     x = jnp.broadcast_to(jax.random.normal(jax.random.key(0), (1, 5, 2)), (8, 5, 2))
     model = initstate.nn.RNN(initstate.lstm(4), carry=initstate.noisy_learned(0.5),
