@@ -300,12 +300,8 @@ class CleaningTest(absltest.TestCase):
     initstate.nnx.update_carry_state(model, carry_grads)
     self.assertEqual(int(model.carry_state.count.get_value()), B)
 
-    # The entries are the gradients at the initial carry, computed by hand.
-    carry_params, cell_params = _values(model.carry), _values(model.cell)
-    hand = jax.grad(lambda c: jnp.sum(initstate.scan_rnn(
-        initstate.gru(H).bind(cell_params), x, c).outputs ** 2))(
-            jnp.broadcast_to(carry_params, (B, H)))
-    del hand   # The cell moved with the optimizer step; compare with the grads taken before:
+    # The entries are the gradients at the initial carry that the step computed (checked by
+    # hand against scan_rnn in test_lstm_and_stack_carries_match_the_hand_computed_gradient).
     grad_before = carry_grads['initial_carry_0'].get_value()
     np.testing.assert_allclose(model.carry_state.values.get_value()[:B], grad_before,
                                atol=1e-6)
