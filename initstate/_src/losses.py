@@ -90,7 +90,7 @@ def loss_mask(
     seq_lengths: Array | None,
     num_steps: int,
     *,
-    burn_in: int = 0,
+    burn_in: int | Array = 0,
     mask: Array | None = None,
     batch_size: int | None = None,
     time_major: bool = False,
@@ -100,7 +100,8 @@ def loss_mask(
   Args:
     seq_lengths: int [B], or None for full-length sequences (then pass `batch_size` or `mask`).
     num_steps: T.
-    burn_in: N: steps t < N are left out.
+    burn_in: N: steps t < N are left out (an int, or a traced int scalar, say one per model
+      in a sweep; a traced value is not range-checked).
     mask: optional user mask, bool [B, T] ([T, B] if `time_major`).
     batch_size: B, needed only when neither `seq_lengths` nor `mask` is given.
     time_major: return (and read `mask` as) [T, B].
@@ -116,7 +117,11 @@ def loss_mask(
   """
   num_steps = checks.positive_int(num_steps, 'num_steps')
   checks.flag(time_major, 'time_major')
-  if isinstance(burn_in, bool) or not isinstance(burn_in, (int, np.integer)) or not (
+  if not checks.is_concrete(burn_in):  # A traced burn-in, one per model in a sweep.
+    if jnp.ndim(burn_in) != 0 or not jnp.issubdtype(jnp.result_type(burn_in), jnp.integer):
+      raise ValueError(f'a traced `burn_in` must be an int scalar, got {jnp.result_type(burn_in)}'
+                       f' {jnp.shape(burn_in)}.')
+  elif isinstance(burn_in, bool) or not isinstance(burn_in, (int, np.integer)) or not (
       0 <= burn_in < num_steps):
     raise ValueError(f'`burn_in` must be an int in [0, T - 1] = [0, {num_steps - 1}], '
                      f'got {burn_in!r}.')
