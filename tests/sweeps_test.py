@@ -198,12 +198,11 @@ _DEVICES_SCRIPT = textwrap.dedent('''
         if jnp.issubdtype(g.dtype, jax.dtypes.prng_key):
           g, e = jax.random.key_data(g), jax.random.key_data(e)
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
-    try:
-      training.sweep(train, (0, None), devices=jax.devices())(
-          jax.tree.map(lambda a: a[:3], hps), data)
-    except ValueError as e:
-      assert 'cannot be split evenly across 2 devices' in str(e), e
-      print('error:', e)
+    three = jax.tree.map(lambda a: a[:3], hps)  # not a multiple of 2: padded, then dropped
+    got = jax.jit(training.sweep(train, (0, None), chunk_size=2, devices=jax.devices()))(
+        three, data)
+    assert got[1].shape[0] == 3, got[1].shape
+    np.testing.assert_allclose(got[1], want[1][:3], rtol=1e-5, atol=1e-7)
     print('ok')
 ''')
 
@@ -217,7 +216,6 @@ class DevicesTest(absltest.TestCase):
                           timeout=600, env=dict(os.environ, JAX_PLATFORMS='cpu'))
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     self.assertIn('ok', proc.stdout)
-    self.assertIn('error:', proc.stdout)
 
 
 if __name__ == '__main__':

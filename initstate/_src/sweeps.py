@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec
@@ -89,8 +90,9 @@ def sweep(fn: Callable[..., Any], in_axes: int | Sequence[int | None] | None = 0
       another (`jax.lax.map` with `batch_size`). None: all models at once, as `jax.vmap`.
       Results equal `jax.vmap`'s to float rounding, whatever the chunk size.
     devices: split the model axis evenly across these `jax.Device`s (`jax.shard_map` over a 1-D
-      mesh); each device runs its share, in chunks of `chunk_size`. M must be a multiple of
-      the number of devices. On a CPU, `jax.config.update('jax_num_cpu_devices', n)` before
+      mesh); each device runs its share, in chunks of `chunk_size`. If M is not a multiple
+      of the number of devices, copies of the last model fill the gap (computed, then
+      dropped). On a CPU, `jax.config.update('jax_num_cpu_devices', n)` before
       the first computation makes one device per core.
 
   Returns:
@@ -127,15 +129,19 @@ def sweep(fn: Callable[..., Any], in_axes: int | Sequence[int | None] | None = 0
 
     if devices is None:
       return local(*mapped)
-    if size % len(devices):
-      raise ValueError(f'{size} models cannot be split evenly across {len(devices)} devices; '
-                       'use a multiple of the number of devices.')
+    # Pad the model axis to a multiple of the device count with copies of the last model;
+    # their results are dropped.
+    pad = -size % len(devices)
+    if pad:
+      mapped = jax.tree.map(
+          lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]), mapped)
     mesh = Mesh(np.asarray(devices), (MODEL_AXIS,))
     spec = PartitionSpec(MODEL_AXIS)
     # check_vma=False: fn is per-model code that may start loops from constants (a zero
     # carry), which shard_map's replication checker would reject although every model's
     # values are independent.
-    return jax.shard_map(local, mesh=mesh, in_specs=(spec,) * len(mapped), out_specs=spec,
-                         check_vma=False)(*mapped)
+    out = jax.shard_map(local, mesh=mesh, in_specs=(spec,) * len(mapped), out_specs=spec,
+                        check_vma=False)(*mapped)
+    return jax.tree.map(lambda a: a[:size], out) if pad else out
 
   return run

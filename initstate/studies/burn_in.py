@@ -46,6 +46,8 @@ import jax.numpy as jnp
 import optax
 
 import initstate
+from initstate import training
+from initstate.studies import devices
 from initstate.studies import sysid
 
 WINDOWED = ('zeros', 'learned', 'noisy_learned', 'conditional')
@@ -74,6 +76,8 @@ class Config:
   init_net_width: int = 32             # conditional's initializer network
   stateful_windows: int = 5            # K consecutive windows per stateful walk
   seed: int = 0
+  chunk_size: int | None = 4           # models vectorised together (None: all; see sweep)
+  devices: int = 1                     # split the models across this many devices
 
   def resolved(self) -> 'Config':
     epochs, lr = PUBLISHED[self.dataset]
@@ -249,9 +253,13 @@ def make_group(config: Config, data: dict[str, sysid.Signal], variants: Sequence
 
   epoch = stateful_epoch if stateful else window_epoch
   steps = (max(steps_per_epoch // walk, 1) * walk) if stateful else steps_per_epoch
-  return (jax.jit(jax.vmap(init, in_axes=(None, 0))),
-          jax.jit(jax.vmap(epoch, in_axes=(0, 0, None))),
-          jax.jit(jax.vmap(evaluate, in_axes=(0, 0, None, None))), steps)
+  sweep_devices = jax.devices()[:config.devices] if config.devices > 1 else None
+  if sweep_devices is not None and len(sweep_devices) < config.devices:
+    raise ValueError(f'{config.devices} devices asked for, {len(sweep_devices)} available.')
+  sweep = lambda fn, in_axes: jax.jit(training.sweep(
+      fn, in_axes, chunk_size=config.chunk_size, devices=sweep_devices))
+  return (sweep(init, (None, 0)), sweep(epoch, (0, 0, None)),
+          sweep(evaluate, (0, 0, None, None)), steps)
 
 
 def run_one(config: Config, data: dict[str, sysid.Signal], *, progress: bool = True
@@ -397,9 +405,19 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
   p.add_argument('--noise', type=float, default=d.noise, help='noisy_learned stddev')
   p.add_argument('--stateful-windows', type=int, default=d.stateful_windows)
   p.add_argument('--seed', type=int, default=d.seed)
+  p.add_argument('--chunk-size', type=int, default=d.chunk_size,
+                 help='models vectorised together; 0: all at once (see training.sweep)')
+  p.add_argument('--devices', type=int, default=0,
+                 help='devices to split the models across (0: one CPU device per core)')
   p.add_argument('--out', default='initstate-results/burn_in', help='output folder')
   p.add_argument('--no-progress', action='store_true')
   args = p.parse_args(argv)
+  if args.chunk_size < 0:
+    p.error('--chunk-size must be >= 0')
+  try:
+    num_devices = devices.setup(args.devices)
+  except ValueError as e:
+    p.error(str(e))
   split = lambda s: [x.strip() for x in s.split(',') if x.strip()]
   try:
     datasets, windows = split(args.dataset), [int(w) for w in split(args.window)]
@@ -424,7 +442,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
       config = Config(dataset=name, window=window, burn_ins=burn_ins, variants=variants,
                       hidden_size=args.hidden_size, batch_size=args.batch_size,
                       epochs=args.epochs, learning_rate=args.learning_rate, noise=args.noise,
-                      stateful_windows=args.stateful_windows, seed=args.seed)
+                      stateful_windows=args.stateful_windows, seed=args.seed,
+                      chunk_size=args.chunk_size or None, devices=num_devices)
       try:
         rows = run_one(config, data, progress=not args.no_progress)
       except ValueError as e:

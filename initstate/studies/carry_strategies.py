@@ -35,6 +35,8 @@ import optax
 
 import initstate
 from initstate import tasks
+from initstate import training
+from initstate.studies import devices
 
 STRATEGIES = {
     'zeros': initstate.zeros,
@@ -84,6 +86,8 @@ class Config:
   seeds: int = 5
   task_seed: int = 0
   strategies: tuple[str, ...] = DEFAULT_STRATEGIES  # stream: CONDITIONAL is added
+  chunk_size: int | None = 4      # seeds vectorised together (None: all; see training.sweep)
+  devices: int = 1                # split the seeds across this many devices
 
 
 FULL = dict(hidden_size=64, steps=5000, seeds=10, eval_every=50)
@@ -185,7 +189,7 @@ def _apply(model, variables, split, *, train, rng=None):
 
 
 def make_trainer(config: Config, strategy_name: str):
-  """Returns jitted (init, train_chunk, evaluate) functions, vmapped over seeds.
+  """Returns jitted (init, train_chunk, evaluate) functions over seeds (`training.sweep`).
 
   The training state is (params, optimiser state, carry state); the carry state is the model's
   'carry_state' collection, which holds the gradient buffer of cleaning noise (an empty dict
@@ -244,8 +248,12 @@ def make_trainer(config: Config, strategy_name: str):
     per_step = _apply(model, {'params': state[0]}, split, train=False)
     return initstate.masked_mean(per_step, split['mask']), per_step
 
-  return (jax.jit(jax.vmap(init)), jax.jit(jax.vmap(train_chunk, in_axes=(0, 0, 0, None))),
-          jax.jit(jax.vmap(evaluate)))
+  sweep_devices = jax.devices()[:config.devices] if config.devices > 1 else None
+  if sweep_devices is not None and len(sweep_devices) < config.devices:
+    raise ValueError(f'{config.devices} devices asked for, {len(sweep_devices)} available.')
+  sweep = lambda fn, in_axes: jax.jit(training.sweep(
+      fn, in_axes, chunk_size=config.chunk_size, devices=sweep_devices))
+  return sweep(init, 0), sweep(train_chunk, (0, 0, 0, None)), sweep(evaluate, 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -568,18 +576,29 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   p.add_argument('--learning-rate', type=float, default=d.learning_rate)
   p.add_argument('--stickiness', type=float, default=d.stickiness)
   p.add_argument('--cell', choices=('lstm', 'gru'), default=d.cell)
+  p.add_argument('--chunk-size', type=int, default=d.chunk_size,
+                 help='seeds vectorised together; 0: all at once (see training.sweep)')
+  p.add_argument('--devices', type=int, default=0,
+                 help='devices to split the seeds across (0: one CPU device per core)')
   p.add_argument('--no-progress', action='store_true', help='hide the progress bar')
   args = p.parse_args(argv)
+  if args.chunk_size < 0:
+    p.error('--chunk-size must be >= 0')
+  try:
+    args.devices = devices.setup(args.devices)
+  except ValueError as e:
+    p.error(str(e))
+  args.chunk_size = args.chunk_size or None
   values: dict[str, Any] = dict(FULL) if args.full else {}
   for field in dataclasses.fields(Config):
     v = getattr(args, field.name, None)
-    if v is not None and field.name != 'strategies':
+    if v is not None and field.name not in ('strategies', 'chunk_size'):
       values[field.name] = v
   if args.strategies is None:
     values['strategies'] = d.strategies + ((CONDITIONAL,) if args.task == 'stream' else ())
   else:
     values['strategies'] = tuple(s.strip() for s in args.strategies.split(',') if s.strip())
-  config = Config(**values)
+  config = Config(**values, chunk_size=args.chunk_size)
   for name in ('steps', 'seeds', 'eval_every', 'hidden_size', 'batch_size', 'seq_len',
                'train_sequences', 'val_sequences'):
     if getattr(config, name) < 1:
