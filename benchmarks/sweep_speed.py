@@ -13,10 +13,15 @@ Variants, interleaved round by round in one process (the order rotates every rou
   `nn.Linear`, `torch.optim.Adam`, no data loader): the baseline.
 * `torch.func vmap`: PyTorch's stacked-model route (`torch.func.stack_module_state` +
   `functional_call` + `vmap`), all M models per step, one Adam over the stacked parameters.
+* `torch stacked bmm`: the strongest PyTorch route that runs (`torch.func.vmap` has no batching
+  rule for `nn.LSTM`): a hand-written LSTM over weights stacked [M, ...], one `torch.bmm` per
+  time step for all M models, autograd, one Adam over the stacked tensors.
 * `initstate vmap`: `jax.vmap` over all M models (`training.sweep` without chunks).
 * `initstate c=K`: `training.sweep(..., chunk_size=K)`: K models vectorised together, the
   chunks one after another.
-* `initstate c=K d=2`: the same, the models split across two CPU devices (one per core).
+* `initstate d=2`: `jax.vmap` over each device's share, the models split across two CPU
+  devices (one per core).
+* `initstate c=K d=2`: chunks of K on each of the two devices.
 
 Each sample is one epoch (the first call, with compilation, is left out); the report gives the
 median over the rounds per model-epoch (an epoch of all M models divided by M) and the speed-up
@@ -133,8 +138,9 @@ def main_runner(models: int, chunk_size: int | None, devices: int, quick: bool):
 # PyTorch: the lean loop (one model) and the stacked-model route.
 
 
-def torch_runner(setting: Setting, models: int | None, quick: bool):
-  """One epoch of `models` stacked models (torch.func), or of one model in a loop (None)."""
+def torch_runner(setting: Setting, models: int | None, quick: bool, stacked_bmm: bool = False):
+  """One epoch of one model in a loop (`models` None), or of `models` stacked models
+  (torch.func, or with `stacked_bmm` a hand-written LSTM over stacked weights)."""
   assert torch is not None
   torch.manual_seed(0)
   h, b, t = setting.hidden, setting.batch, setting.steps
@@ -193,6 +199,37 @@ def torch_runner(setting: Setting, models: int | None, quick: bool):
         opt.step()
     return run, steps
 
+  if stacked_bmm:  # A hand-written LSTM over stacked weights: one bmm per step for all models.
+    bound = 1 / h ** 0.5
+    uniform = lambda *shape: (torch.rand(models, *shape) * 2 - 1).mul_(bound).requires_grad_()
+    w_i, w_h, bias = uniform(d_in, 4 * h), uniform(h, 4 * h), uniform(1, 4 * h)
+    w_o, b_o = uniform(h, d_out), uniform(1, d_out)
+    opt = torch.optim.Adam([w_i, w_h, bias, w_o, b_o], lr=lr)
+
+    def forward(x):  # x [B, T, D] shared -> [M, B, T, d_out]
+      xz = torch.einsum('btd,mdg->mbtg', x, w_i) + bias[:, :, None]
+      hh = cc = torch.zeros(models, x.shape[0], h)
+      outs = []
+      for step in range(x.shape[1]):
+        i, f, g, o = (xz[:, :, step] + torch.bmm(hh, w_h)).chunk(4, -1)
+        cc = torch.sigmoid(f) * cc + torch.sigmoid(i) * torch.tanh(g)
+        hh = torch.sigmoid(o) * torch.tanh(cc)
+        outs.append(hh)
+      hs = torch.stack(outs, 2)
+      return (torch.bmm(hs.reshape(models, -1, h), w_o) + b_o).reshape(
+          models, x.shape[0], x.shape[1], d_out)
+
+    def run_bmm():
+      for rows in new_starts():
+        x, target = batch_of(rows)
+        pred = forward(x)
+        loss = loss_of(pred.flatten(0, 1), target.repeat(models, *[1] * (target.ndim - 1)))
+        loss = loss * models  # the sum of the models' mean losses: independent gradients
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return run_bmm, steps
+
   nets = [Net() for _ in range(models)]
   params, buffers = torch.func.stack_module_state(nets)  # pyright: ignore
   base = Net().to('meta')
@@ -237,11 +274,14 @@ def measure(setting: Setting, models: int, chunk_size: int, rounds: int, quick: 
   if chunk_size < models:
     variants[f'initstate c={chunk_size}'] = (lambda: make(models, chunk_size, 1, quick), models)
   if models % 2 == 0 and jax.device_count() >= 2:
+    if chunk_size < models // 2:
+      variants['initstate d=2'] = (lambda: make(models, None, 2, quick), models)
     variants[f'initstate c={chunk_size} d=2'] = (lambda: make(models, chunk_size, 2, quick),
                                                  models)
   if use_torch and torch is not None:
     variants['torch loop'] = (lambda: torch_runner(setting, None, quick), 1)
     variants['torch.func vmap'] = (lambda: torch_runner(setting, models, quick), models)
+    variants['torch stacked bmm'] = (lambda: torch_runner(setting, models, quick, True), models)
   runs, per_epoch_models, first = {}, {}, {}
   for name, (factory, count) in variants.items():
     try:
@@ -312,23 +352,34 @@ def profile(models: int, chunk_size: int | None, devices: int, quick: bool) -> N
         ('while', 'ThunkExecutor', '$', 'cpp_', 'shard_args', 'Pjit'))):
       total[e['name']] += e['dur']
       count[e['name']] += 1
-  time_steps = steps * (SYSID.steps if not quick else 20)
+  # The tracer keeps a bounded number of events, so count time steps from what it kept: the
+  # kernels of the recurrence run once per time step for every chunk of models on every device.
+  # (lax.map runs full chunks in one loop and a remainder as its own, differently named, pass.)
+  per_device = -(-models // devices)
+  chunks = max(per_device // (chunk_size or per_device), 1) * devices
+  kept_steps = max(count.values()) / chunks
   all_us = sum(total.values())
   print(f'\n== profile: sysid, M={models}, chunk_size={chunk_size}, devices={devices}: one '
-        f'epoch, {steps} Adam steps x {time_steps // steps} time steps ==')
-  print(f'kernel time summed over devices: {all_us / 1e6:.2f} s; '
-        f'{all_us / time_steps:.1f} us per time step (forward + backward), '
-        f'{all_us / time_steps / models:.2f} us per model and time step')
+        f'epoch traced; kernels of {kept_steps:.0f} time steps (forward or backward) kept ==')
+  print(f'kernel time, summed over devices: {all_us / kept_steps:.1f} us per time step '
+        f'(forward + backward, all {models} models), {all_us / kept_steps / models:.2f} us per '
+        'model and time step')
+  top = max(count.values())
+  per_step = [n for n in count if count[n] >= 0.9 * top]
+  loop_us = sum(total[n] for n in per_step)
+  print(f'{len(per_step)} kernels run once per time step and chunk (forward and backward '
+        f'loops), {100 * loop_us / all_us:.0f}% of the kernel time; their mean call '
+        f'{loop_us / sum(count[n] for n in per_step):.1f} us')
   print(f'{"kernel":<46}{"calls":>9}{"us/call":>9}{"us/step":>9}{"share":>7}')
   for name, us in total.most_common(20):
-    print(f'{name[:45]:<46}{count[name]:>9}{us / count[name]:>9.1f}{us / time_steps:>9.2f}'
+    print(f'{name[:45]:<46}{count[name]:>9}{us / count[name]:>9.1f}{us / kept_steps:>9.2f}'
           f'{100 * us / all_us:>6.1f}%')
 
 
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--settings', default='sysid,main')
-  p.add_argument('--models', default='1,4,16,20,64')
+  p.add_argument('--models', default='1,4,16,20,64', help='comma-separated; empty: none')
   p.add_argument('--chunk-size', type=int, default=4)
   p.add_argument('--rounds', type=int, default=3)
   p.add_argument('--no-torch', action='store_true')
@@ -336,7 +387,7 @@ def main() -> None:
   p.add_argument('--quick', action='store_true', help='tiny sizes and one round (smoke test)')
   p.add_argument('--json', default='', help='write the rows here')
   args = p.parse_args()
-  models = [int(m) for m in args.models.split(',')] if not args.quick else [1, 2]
+  models = [int(m) for m in args.models.split(',') if m] if not args.quick else [1, 2]
   rounds = args.rounds if not args.quick else 1
   print(f'machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; '
         f'jax {jax.__version__}, {jax.device_count()} CPU devices; '
@@ -348,7 +399,8 @@ def main() -> None:
     for m in models:
       measure(settings[name], m, args.chunk_size if not args.quick else 1, rounds, args.quick,
               not args.no_torch, report)
-  targets(report)
+  if report:
+    targets(report)
   if args.profile or args.quick:
     m = args.profile or 2
     profile(m, args.chunk_size if not args.quick else 1, 2 if m % 2 == 0 else 1, args.quick)

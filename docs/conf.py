@@ -66,6 +66,8 @@ nitpick_ignore = [
     ('py:class', 'flax.nnx.module.Module'),
     ('py:class', 'flax.nnx.rnglib.Rngs'),
     ('py:class', 'flax.nnx.rnglib.RngStream'),
+    # numpy.ndarray: `training.grid`'s stacked hyperparameters.
+    ('py:class', 'numpy.ndarray'),
     # Standard library types in hints (cell and step functions, hidden sizes, checkpoint paths).
     ('py:class', 'collections.abc.Callable'),
     ('py:class', 'collections.abc.Sequence'),

@@ -130,5 +130,38 @@ class NnxStepTest(absltest.TestCase):
       self.assertLen(re.findall(rf'^  {name}\s.*\d+\.\d{{3}}$', proc.stdout, re.MULTILINE), 2)
 
 
+class SweepSpeedTest(absltest.TestCase):
+  """`benchmarks/sweep_speed.py --quick` times every variant, states the targets and profiles."""
+
+  @pytest.mark.slow   # Runs the benchmark script (a subprocess, about a minute).
+  def test_quick_run(self):
+    env = dict(os.environ, JAX_PLATFORMS='cpu')
+    with tempfile.TemporaryDirectory() as tmp:
+      path = pathlib.Path(tmp) / 'rows.json'
+      proc = subprocess.run(
+          [sys.executable, str(ROOT / 'benchmarks' / 'sweep_speed.py'), '--quick', '--json',
+           str(path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=420,
+          check=False)
+      self.assertEqual(proc.returncode, 0, msg=proc.stdout[-3000:] + proc.stderr[-3000:])
+      rows = json.loads(path.read_text())
+    variants = {(r['setting'], r['models'], r['variant']) for r in rows}
+    for setting in ('sysid', 'main'):
+      self.assertIn((setting, 1, 'initstate vmap'), variants)
+      self.assertIn((setting, 2, 'initstate c=1 d=2'), variants)
+    for r in rows:
+      self.assertGreater(r['s_per_model_epoch'], 0)
+    self.assertIn('== targets ==', proc.stdout)
+    self.assertRegex(proc.stdout, r'sysid: best cost per model against M \[1, 2\]')
+    self.assertRegex(proc.stdout, r'== profile: sysid, M=2')
+    self.assertRegex(proc.stdout, re.compile(r'^\S+\s+\d+\s+\d+\.\d\s+\d+\.\d\d\s+\d+\.\d%$',
+                                             re.MULTILINE))
+    try:
+      import torch  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
+    except ImportError:
+      return
+    self.assertIn(('sysid', 2, 'torch loop'), variants)
+    self.assertIn(('sysid', 2, 'torch stacked bmm'), variants)
+
+
 if __name__ == '__main__':
   absltest.main()

@@ -199,7 +199,7 @@ class EndToEndTest(absltest.TestCase):
   def test_bad_options(self):
     with contextlib.redirect_stderr(io.StringIO()):
       for argv in (['--dataset', 'nope'], ['--variants', 'magic'], ['--burn-in', '0,100'],
-                   ['--epochs', '0']):
+                   ['--epochs', '0'], ['--chunk-size', '-1'], ['--devices', '-1']):
         with self.assertRaises(SystemExit):
           burn_in.main(argv + ['--epochs', '1', '--out', tempfile.mkdtemp(), '--no-progress']
                        if '--epochs' not in argv else argv + ['--out', tempfile.mkdtemp()])

@@ -213,7 +213,7 @@ class EndToEndTest(absltest.TestCase):
   def test_bad_options(self):
     with contextlib.redirect_stderr(io.StringIO()):
       for argv in (['--seeds', '1'], ['--strategies', 'nope'], ['--steps', '15'],
-                   ['--strategies', 'conditional']):
+                   ['--strategies', 'conditional'], ['--chunk-size', '-1'], ['--devices', '-2']):
         with self.assertRaises(SystemExit):
           study.main(argv + ['--out', tempfile.mkdtemp(), '--no-progress'])
 

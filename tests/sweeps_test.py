@@ -55,14 +55,18 @@ def batches(steps):
   return {'x': x, 'y': jnp.cumsum(x[..., :1], axis=2)}
 
 
+def init(hp):
+  return make_model(hp)[0]()
+
+
+def fit(state, hp, data):
+  """One step per batch of `data` ([steps, ...] leaves) from `state`."""
+  return jax.lax.scan(make_model(hp)[1], state, data)
+
+
 def train(hp, data):
-  """Initialises one model and takes one step per batch of `data` ([steps, ...] leaves)."""
-  init, step = make_model(hp)
-
-  def body(state, batch):
-    return step(state, batch)
-
-  return jax.lax.scan(body, init(), data)
+  """Initialises one model and takes one step per batch of `data`."""
+  return fit(init(hp), hp, data)
 
 
 class GridTest(absltest.TestCase):
@@ -183,24 +187,26 @@ _DEVICES_SCRIPT = textwrap.dedent('''
     import jax, jax.numpy as jnp, numpy as np
     jax.config.update('jax_num_cpu_devices', 2)
     sys_path = __import__('sys').path.insert(0, {tests!r})
-    from sweeps_test import batches, train
+    from sweeps_test import batches, fit, init, train
     from initstate import training
     assert jax.device_count() == 2, jax.devices()
     hps = {{k: jnp.asarray(v) for k, v in training.grid(
         learning_rate=[1e-2, 3e-2], burn_in=[0, 3], noise=[0.0, 0.5], seed=[7]).items()}}
     data = batches(steps=3)
     want = jax.jit(jax.vmap(train, (0, None)))(hps, data)
+    # Initialised on one device (batched QR on two CPU devices at once can deadlock).
+    states = jax.jit(jax.vmap(init))(hps)
     for chunk_size in (None, 3):
-      got = jax.jit(training.sweep(train, (0, None), chunk_size=chunk_size,
-                                   devices=jax.devices()))(hps, data)
+      got = jax.jit(training.sweep(fit, (0, 0, None), chunk_size=chunk_size,
+                                   devices=jax.devices()))(states, hps, data)
       assert len(got[1].sharding.device_set) == 2, got[1].sharding
       for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         if jnp.issubdtype(g.dtype, jax.dtypes.prng_key):
           g, e = jax.random.key_data(g), jax.random.key_data(e)
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
-    three = jax.tree.map(lambda a: a[:3], hps)  # not a multiple of 2: padded, then dropped
-    got = jax.jit(training.sweep(train, (0, None), chunk_size=2, devices=jax.devices()))(
-        three, data)
+    three = jax.tree.map(lambda a: a[:3], (states, hps))  # not a multiple of 2: padded
+    got = jax.jit(training.sweep(fit, (0, 0, None), chunk_size=2, devices=jax.devices()))(
+        *three, data)
     assert got[1].shape[0] == 3, got[1].shape
     np.testing.assert_allclose(got[1], want[1][:3], rtol=1e-5, atol=1e-7)
     print('ok')

@@ -93,7 +93,9 @@ def sweep(fn: Callable[..., Any], in_axes: int | Sequence[int | None] | None = 0
       mesh); each device runs its share, in chunks of `chunk_size`. If M is not a multiple
       of the number of devices, copies of the last model fill the gap (computed, then
       dropped). On a CPU, `jax.config.update('jax_num_cpu_devices', n)` before
-      the first computation makes one device per core.
+      the first computation makes one device per core. There, initialise on one device:
+      with jaxlib 0.10.2, batched QR (the orthogonal initialiser) run by two CPU devices at
+      once deadlocked their shared thread pool.
 
   Returns:
     A function of the same arguments; every output has the leading model axis [M, ...].

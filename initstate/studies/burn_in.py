@@ -21,9 +21,10 @@ Then goes past the paper, in the same run and table (variant names):
 
 For a fair comparison every variant's evaluation MSE counts only the steps t >= m (`test`);
 `test_all` counts every step as the paper does (the two differ by at most m of 3,333-10,000
-steps). All models of one variant group (every variant x every m) train at once under
-`jax.vmap`, from the same initial weights and on the same batches; one epoch is one compiled
-`lax.scan` over its batches.
+steps). All models of one variant group (every variant x every m) train at once as one sweep
+(`initstate.training.sweep`: chunks of `--chunk-size` models, split across `--devices`, by
+default one CPU device per core), from the same initial weights and on the same batches; one
+epoch is one compiled `lax.scan` over its batches.
 
 Run `python -m initstate.studies.burn_in --help`.
 """
@@ -256,9 +257,11 @@ def make_group(config: Config, data: dict[str, sysid.Signal], variants: Sequence
   sweep_devices = jax.devices()[:config.devices] if config.devices > 1 else None
   if sweep_devices is not None and len(sweep_devices) < config.devices:
     raise ValueError(f'{config.devices} devices asked for, {len(sweep_devices)} available.')
-  sweep = lambda fn, in_axes: jax.jit(training.sweep(
-      fn, in_axes, chunk_size=config.chunk_size, devices=sweep_devices))
-  return (sweep(init, (None, 0)), sweep(epoch, (0, 0, None)),
+  sweep = lambda fn, in_axes, devices=sweep_devices: jax.jit(training.sweep(
+      fn, in_axes, chunk_size=config.chunk_size, devices=devices))
+  # Initialisation on one device: the orthogonal initialiser's batched QR (LAPACK) deadlocked
+  # jaxlib's shared CPU thread pool when two CPU devices ran it at once.
+  return (sweep(init, (None, 0), devices=None), sweep(epoch, (0, 0, None)),
           sweep(evaluate, (0, 0, None, None)), steps)
 
 

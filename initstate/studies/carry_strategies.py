@@ -10,7 +10,8 @@ for data with many state resets:
 Sequences come from a fixed random hidden Markov model, so the Bayes-optimal loss is known
 exactly (forward algorithm); every strategy is reported as excess loss over that floor, overall
 and at positions 1, 2, 3 and 5 after a reset. Within a seed, every strategy sees the same data
-and starts from the same weights; all seeds of a strategy train at once (`jax.vmap`).
+and starts from the same weights; all seeds of a strategy train at once as one sweep
+(`initstate.training.sweep`, by default chunks of 4 seeds and one CPU device per core).
 
 Run `python -m initstate --help`.
 """
@@ -251,9 +252,12 @@ def make_trainer(config: Config, strategy_name: str):
   sweep_devices = jax.devices()[:config.devices] if config.devices > 1 else None
   if sweep_devices is not None and len(sweep_devices) < config.devices:
     raise ValueError(f'{config.devices} devices asked for, {len(sweep_devices)} available.')
-  sweep = lambda fn, in_axes: jax.jit(training.sweep(
-      fn, in_axes, chunk_size=config.chunk_size, devices=sweep_devices))
-  return sweep(init, 0), sweep(train_chunk, (0, 0, 0, None)), sweep(evaluate, 0)
+  sweep = lambda fn, in_axes, devices=sweep_devices: jax.jit(training.sweep(
+      fn, in_axes, chunk_size=config.chunk_size, devices=devices))
+  # Initialisation on one device: the orthogonal initialiser's batched QR (LAPACK) deadlocked
+  # jaxlib's shared CPU thread pool when two CPU devices ran it at once.
+  return (sweep(init, 0, devices=None), sweep(train_chunk, (0, 0, 0, None)),
+          sweep(evaluate, 0))
 
 
 # ---------------------------------------------------------------------------------------------

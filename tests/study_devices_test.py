@@ -1,0 +1,46 @@
+"""The studies' device set-up: one CPU device per core when asked before JAX starts, and the
+devices already there once it has."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+from absl.testing import absltest
+import pytest
+
+_SCRIPT = textwrap.dedent('''
+    import jax
+    from initstate.studies import devices
+    print('made', devices.setup({requested}), jax.device_count())
+    print('again', devices.setup(3), jax.device_count())  # the backend is up now
+    try:
+      devices.setup(-1)
+    except ValueError as e:
+      print('error', e)
+''')
+
+
+@pytest.mark.slow   # Two subprocesses that start JAX.
+class SetupTest(absltest.TestCase):
+
+  def _run(self, requested):
+    proc = subprocess.run([sys.executable, '-c', _SCRIPT.format(requested=requested)],
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, JAX_PLATFORMS='cpu'))
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    return proc.stdout
+
+  def test_requested_devices_before_jax_starts(self):
+    out = self._run(3)
+    self.assertIn('made 3 3', out)
+    self.assertIn('again 3 3', out)
+    self.assertIn('error --devices must be >= 0', out)
+
+  def test_zero_means_one_per_core(self):
+    cores = os.cpu_count() or 1
+    self.assertIn(f'made {cores} {cores}', self._run(0))
+
+
+if __name__ == '__main__':
+  absltest.main()
