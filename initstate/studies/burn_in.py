@@ -47,7 +47,6 @@ import jax.numpy as jnp
 import optax
 
 import initstate
-from initstate import training
 from initstate.studies import devices
 from initstate.studies import sysid
 
@@ -254,14 +253,8 @@ def make_group(config: Config, data: dict[str, sysid.Signal], variants: Sequence
 
   epoch = stateful_epoch if stateful else window_epoch
   steps = (max(steps_per_epoch // walk, 1) * walk) if stateful else steps_per_epoch
-  sweep_devices = jax.devices()[:config.devices] if config.devices > 1 else None
-  if sweep_devices is not None and len(sweep_devices) < config.devices:
-    raise ValueError(f'{config.devices} devices asked for, {len(sweep_devices)} available.')
-  sweep = lambda fn, in_axes, devices=sweep_devices: jax.jit(training.sweep(
-      fn, in_axes, chunk_size=config.chunk_size, devices=devices))
-  # Initialisation on one device: the orthogonal initialiser's batched QR (LAPACK) deadlocked
-  # jaxlib's shared CPU thread pool when two CPU devices ran it at once.
-  return (sweep(init, (None, 0), devices=None), sweep(epoch, (0, 0, None)),
+  sweep = devices.sweeper(config.chunk_size, config.devices)
+  return (sweep(init, (None, 0), one_device=True), sweep(epoch, (0, 0, None)),
           sweep(evaluate, (0, 0, None, None)), steps)
 
 

@@ -36,7 +36,6 @@ import optax
 
 import initstate
 from initstate import tasks
-from initstate import training
 from initstate.studies import devices
 
 STRATEGIES = {
@@ -249,14 +248,8 @@ def make_trainer(config: Config, strategy_name: str):
     per_step = _apply(model, {'params': state[0]}, split, train=False)
     return initstate.masked_mean(per_step, split['mask']), per_step
 
-  sweep_devices = jax.devices()[:config.devices] if config.devices > 1 else None
-  if sweep_devices is not None and len(sweep_devices) < config.devices:
-    raise ValueError(f'{config.devices} devices asked for, {len(sweep_devices)} available.')
-  sweep = lambda fn, in_axes, devices=sweep_devices: jax.jit(training.sweep(
-      fn, in_axes, chunk_size=config.chunk_size, devices=devices))
-  # Initialisation on one device: the orthogonal initialiser's batched QR (LAPACK) deadlocked
-  # jaxlib's shared CPU thread pool when two CPU devices ran it at once.
-  return (sweep(init, 0, devices=None), sweep(train_chunk, (0, 0, 0, None)),
+  sweep = devices.sweeper(config.chunk_size, config.devices)
+  return (sweep(init, 0, one_device=True), sweep(train_chunk, (0, 0, 0, None)),
           sweep(evaluate, 0))
 
 

@@ -1,8 +1,12 @@
 """How the studies spread a sweep's models over devices: one CPU device per core by default."""
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 import jax
+
+from initstate import training
 
 
 def setup(requested: int = 0) -> int:
@@ -20,3 +24,21 @@ def setup(requested: int = 0) -> int:
   except RuntimeError:
     pass  # The backend is already initialised: use the devices it has.
   return max(1, min(want, jax.device_count()))
+
+
+def sweeper(chunk_size: int | None, num_devices: int) -> Callable[..., Any]:
+  """`make(fn, in_axes, *, one_device=False)`: `fn` jitted as a `training.sweep` in chunks of
+  `chunk_size` over the first `num_devices` devices (one device with `one_device`).
+
+  Initialise on one device: the orthogonal initialiser's batched QR (LAPACK) deadlocked
+  jaxlib's shared CPU thread pool when two CPU devices ran it at once.
+  """
+  devices = jax.devices()[:num_devices] if num_devices > 1 else None
+  if devices is not None and len(devices) < num_devices:
+    raise ValueError(f'{num_devices} devices asked for, {len(devices)} available.')
+
+  def make(fn: Callable[..., Any], in_axes: Any, *, one_device: bool = False):
+    return jax.jit(training.sweep(fn, in_axes, chunk_size=chunk_size,
+                                  devices=None if one_device else devices))
+
+  return make
