@@ -384,8 +384,20 @@ CASES = (
          lambda: tasks.random_hmm(KEY, stickiness=1.0)),
     Case('tasks.sample', 'num_sequences, length', 'ints >= 1', ValueError,
          lambda: tasks.sample(KEY, HMM, 4, 0), 'length'),
-    Case('tasks.bayes_step_losses', 'symbols', 'int [N, T], values in [0, V)', ValueError,
-         lambda: tasks.bayes_step_losses(HMM, jnp.full((2, 3), 99))),
+    Case('tasks.sample_sentences', 'num, length', 'ints >= 1', ValueError,
+         lambda: tasks.sample_sentences(KEY, HMM, 4, 0, 1, 2), 'length'),
+    Case('tasks.sample_sentences', 'min_len, max_len',
+         'ints (or traced int scalars), 1 <= min_len <= max_len', ValueError,
+         lambda: tasks.sample_sentences(KEY, HMM, 4, 6, 3, 2)),
+    Case('tasks.bayes_step_losses, tasks.fit_hmm', 'symbols', 'int [N, T], values in [0, V)',
+         ValueError, lambda: tasks.bayes_step_losses(HMM, jnp.full((2, 3), 99))),
+    Case('tasks.bayes_step_losses, tasks.fit_hmm', 'starts',
+         'bool (or 0/1 int), shaped like symbols', ValueError,
+         lambda: tasks.fit_hmm(HMM, jnp.zeros((2, 3), jnp.int32), jnp.zeros((2, 4), bool))),
+    Case('tasks.fit_hmm', 'iterations', 'a positive int', ValueError,
+         lambda: tasks.fit_hmm(HMM, jnp.zeros((2, 3), jnp.int32), iterations=0)),
+    Case('tasks.fit_hmm', 'pseudocount', 'a finite scalar > 0', ValueError,
+         lambda: tasks.fit_hmm(HMM, jnp.zeros((2, 3), jnp.int32), pseudocount=0.0)),
 )
 
 # A sample of checks also run inside `jax.jit`: they hold at trace time.
