@@ -4,8 +4,9 @@ Two settings, each trained by the study's own code (`make_group` / `make_trainer
 
 * `sysid`: the burn-in study on Silverbox, window N=100, LSTM H=8, batch 100, 199 Adam steps
   an epoch (lr 1e-4), models differing in burn-in m (0, 1, ..., M-1).
-* `main`: the carry-strategies study (zeros), LSTM H=32 over one-hot symbols (V=8), T=12,
-  batch 32, Adam (lr 3e-3), 32 steps an "epoch" (1,024 training sequences), models = seeds.
+* `main`: the carry-strategies study's trainer (zeros, fixed-data regime, windows drawn by the
+  trainer inside each step), LSTM H=32 over one-hot symbols (V=8 and a begin-of-sentence
+  token), windows of T=12, batch 32, Adam (lr 3e-3), 32 steps an "epoch", models = seeds.
 
 Variants, interleaved round by round in one process (the order rotates every round):
 
@@ -64,9 +65,10 @@ jax.config.update('jax_num_cpu_devices', 2)  # One CPU device per core, before a
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from initstate import tasks  # noqa: E402
 from initstate.studies import burn_in  # noqa: E402
 from initstate.studies import carry_strategies  # noqa: E402
+from initstate.studies import devices as studies_devices  # noqa: E402
+from initstate.studies import sentences  # noqa: E402
 from initstate.studies import sysid  # noqa: E402
 
 try:
@@ -114,21 +116,21 @@ def sysid_runner(models: int, chunk_size: int | None, devices: int, quick: bool)
 
 def main_runner(models: int, chunk_size: int | None, devices: int, quick: bool):
   config = carry_strategies.Config(
-      seeds=models, eval_every=MAIN.epoch_steps if not quick else 4,
-      train_sequences=1024 if not quick else 64, chunk_size=chunk_size, devices=devices,
-      hidden_size=MAIN.hidden if not quick else 8)
-  hmm = tasks.random_hmm(jax.random.key(0), config.num_states, config.num_symbols,
-                         stickiness=config.stickiness)
-  split = carry_strategies.make_split(jax.random.key(1), hmm, config, config.train_sequences)
-  data = jax.tree.map(lambda a: jnp.asarray(np.stack([a] * models)), split)
+      seeds=models, eval_every=MAIN.epoch_steps if not quick else 4, num_symbols=8,
+      width=MAIN.steps, batch_size=MAIN.batch, train_windows=1024 if not quick else 64,
+      chunk_size=chunk_size, devices=devices, hidden_size=MAIN.hidden if not quick else 8)
+  hmm = carry_strategies.make_hmm(config)
   seed_keys = jax.vmap(jax.random.key)(jnp.arange(models))
-  init, train_chunk, _ = carry_strategies.make_trainer(config, 'zeros')
-  state = init(seed_keys, data)
+  lo, hi = sentences.length_range(config.mean_len)
+  cond = dict(online=np.zeros(models, bool), min_len=np.full(models, lo, np.int32),
+              max_len=np.full(models, hi, np.int32))   # the fixed-data regime
+  init, train_chunk, _, _ = carry_strategies.make_trainer(config, hmm, 'zeros')
+  state = studies_devices.place(init(seed_keys), devices)
   counter = iter(range(10 ** 9))
 
   def run():
     nonlocal state
-    state, loss = train_chunk(state, seed_keys, data, next(counter) * config.eval_every)
+    state, loss = train_chunk(state, seed_keys, cond, next(counter) * config.eval_every)
     jax.block_until_ready(loss)
 
   return run, config.eval_every
