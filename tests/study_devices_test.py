@@ -20,8 +20,23 @@ _SCRIPT = textwrap.dedent('''
       print('error', e)
 ''')
 
+_PLACE_SCRIPT = textwrap.dedent('''
+    import jax
+    import jax.numpy as jnp
+    from initstate.studies import devices
+    n = devices.setup(2)
+    make = devices.sweeper(None, n)
+    init = make(lambda k: {'w': jax.random.normal(k, (3,))}, 0, one_device=True)
+    step = make(lambda s, x: {'w': s['w'] * x}, (0, None))
+    state = devices.place(init(jax.vmap(jax.random.key)(jnp.arange(4))), n)
+    for _ in range(3):
+      state = step(state, 2.0)
+    print('devices', n, 'compiled', step._cache_size(),
+          'shards', len(state['w'].sharding.device_set))
+''')
 
-@pytest.mark.slow   # Two subprocesses that start JAX.
+
+@pytest.mark.slow   # Subprocesses that start JAX.
 class SetupTest(absltest.TestCase):
 
   def _run(self, requested):
@@ -36,6 +51,13 @@ class SetupTest(absltest.TestCase):
     self.assertIn('made 3 3', out)
     self.assertIn('again 3 3', out)
     self.assertIn('error --devices must be >= 0', out)
+
+  def test_a_placed_state_compiles_the_sweep_once(self):
+    proc = subprocess.run([sys.executable, '-c', _PLACE_SCRIPT], capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    # Without `place`, the second call recompiles for the split placement (2 entries).
+    self.assertIn('devices 2 compiled 1 shards 2', proc.stdout)
 
   def test_zero_means_one_per_core(self):
     cores = os.cpu_count() or 1

@@ -9,6 +9,14 @@ from matplotlib.figure import Figure
 STYLES = ('-', '--', ':', '-.')   # Overlapping curves stay visible.
 
 
+def _save_two_panels(fig: Figure, ylabel: str, path: pathlib.Path) -> None:
+  """Labels the shared y axis of a two-panel figure, adds the legend and saves it."""
+  fig.axes[0].set_ylabel(ylabel)
+  fig.axes[0].legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+
+
 def plot_all(config, metrics, curves, profiles, eval_steps, out_dir: pathlib.Path) -> None:
   """Writes validation_curves.png, excess_by_position.png and gain_vs_length.png."""
   regimes = ('online', 'fixed')
@@ -24,10 +32,8 @@ def plot_all(config, metrics, curves, profiles, eval_steps, out_dir: pathlib.Pat
     ax.set_yscale('log')
     ax.set_xlabel('training step')
     ax.set_title(f'{regime}: validation excess, mean ± std over {config.seeds} seeds')
-  fig.axes[0].set_ylabel('excess loss over Bayes (nats, log scale)')
-  fig.axes[0].legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(out_dir / 'validation_curves.png', dpi=110)
+  _save_two_panels(fig, 'excess loss over Bayes (nats, log scale)',
+                   out_dir / 'validation_curves.png')
 
   fig = Figure(figsize=(11, 4.5))
   for ax, regime in zip(fig.subplots(1, 2, sharey=True), regimes):
@@ -41,10 +47,7 @@ def plot_all(config, metrics, curves, profiles, eval_steps, out_dir: pathlib.Pat
     ax.axhline(0.0, color='k', lw=0.8)
     ax.set_xlabel('position in the sentence (0: first symbol, read from the carry)')
     ax.set_title(f'{regime}: test excess by position (early-stopped)')
-  fig.axes[0].set_ylabel('excess loss over Bayes (nats)')
-  fig.axes[0].legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(out_dir / 'excess_by_position.png', dpi=110)
+  _save_two_panels(fig, 'excess loss over Bayes (nats)', out_dir / 'excess_by_position.png')
 
   columns = max(len(config.sweep_regimes), 1)
   fig = Figure(figsize=(5.5 * columns, 8))
