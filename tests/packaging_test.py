@@ -46,9 +46,12 @@ class WheelTest(absltest.TestCase):
   def test_wheel_ships_package_data_license_and_type_marker(self):
     self.assertIn('initstate/py.typed', self.names)
     self.assertIn('initstate/studies/data/sysid/README.md', self.names)
-    csvs = [n for n in self.names if n.startswith('initstate/studies/data/sysid/') and
+    csvs = [n for n in self.names if n.startswith('initstate/studies/data/sysid/data_') and
             n.endswith('.csv')]
     self.assertLen(csvs, 9)
+    published = [n for n in self.names
+                 if n.startswith('initstate/studies/data/sysid/published_models/')]
+    self.assertLen(published, 10 + 3 + 2)   # models, tables, LICENSE and README
     self.assertTrue(any(n.endswith('licenses/LICENSE') for n in self.names), sorted(self.names))
     self.assertFalse(any(n.startswith('tests/') or n.startswith('benchmarks/')
                          for n in self.names))
