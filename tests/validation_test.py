@@ -94,10 +94,16 @@ CASES = (
     # ---- Cells. ----
     Case('lstm, gru, elman', 'hidden_size', 'a positive int', ValueError,
          lambda: initstate.lstm(0)),
+    Case('lstm, gru', 'parametrization', "'initstate' or 'pytorch'", ValueError,
+         lambda: initstate.lstm(4, parametrization='keras')),
+    Case('lstm, gru', 'kernel_init, recurrent_kernel_init, forget_bias',
+         "the defaults with parametrization='pytorch'", ValueError,
+         lambda: initstate.gru(4, parametrization='pytorch',
+                               kernel_init=jax.nn.initializers.zeros), 'fixes the initializers'),
     Case('cell.init', 'input_size', 'a positive int', ValueError,
          lambda: LSTM.init(KEY, 0)),
     Case('cell.apply (lstm, gru, elman)', 'params', "the dict of this cell's init", TypeError,
-         lambda: LSTM.apply(GRU_PARAMS, CARRY, X_T)),
+         lambda: LSTM.apply({'hi': {'kernel': jnp.zeros((H, H))}}, CARRY, X_T)),  # Flax's
     Case('cell.apply (lstm, gru, elman)', 'params', 'w_h is [H, G*H] for this H', ValueError,
          lambda: initstate.lstm(H + 1).apply(LSTM_PARAMS, CARRY, X_T), "params['w_h']"),
     Case('cell.apply (lstm, gru, elman)', 'x', 'an array whose last axis is D (as at init)',

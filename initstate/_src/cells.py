@@ -36,6 +36,7 @@ in their `fused` field, so that `scan_rnn` can run them through the fused recurr
 """
 
 import dataclasses
+import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -169,9 +170,52 @@ def _template(hidden_size: int, dtype: Any) -> Any:
   return jax.ShapeDtypeStruct((hidden_size,), jnp.dtype(dtype))
 
 
+PARAMETRIZATIONS = ('initstate', 'pytorch')
+
+
+def _check_parametrization(parametrization: str, fn: str, custom: bool) -> None:
+  if parametrization not in PARAMETRIZATIONS:
+    raise ValueError(f'{fn}: `parametrization` must be one of {PARAMETRIZATIONS}, got '
+                     f'{parametrization!r}.')
+  if parametrization == 'pytorch' and custom:
+    raise ValueError(f"{fn}: parametrization='pytorch' fixes the initializers (and the forget "
+                     'bias) to PyTorch\'s; leave `kernel_init`, `recurrent_kernel_init` and '
+                     '`forget_bias` at their defaults.')
+
+
+def _pytorch_init(key: PRNGKey, input_size: int, hidden_size: int, gates: int,
+                  dtype: Any) -> Params:
+  """PyTorch's `nn.LSTM` / `nn.GRU` start: every weight and both biases U(-1/sqrt(H), 1/sqrt(H))."""
+  bound = 1.0 / math.sqrt(hidden_size)
+  uniform = lambda k, shape: _draw(
+      lambda k, s, d: jax.random.uniform(k, s, d, -bound, bound), k, shape, dtype)
+  k_i, k_h, k_bi, k_bh = jax.random.split(key, 4)
+  g = gates * hidden_size
+  return {'w_i': uniform(k_i, (input_size, g)), 'w_h': uniform(k_h, (hidden_size, g)),
+          'b_i': uniform(k_bi, (g,)), 'b_h': uniform(k_bh, (g,))}
+
+
+def lstm_bias(params: Params, fn: str = 'lstm') -> Array:
+  """The LSTM's gate bias [4H]: `params['b']`, or `b_i + b_h` for two separate biases."""
+  if isinstance(params, Mapping) and 'b' not in params and {'b_i', 'b_h'} <= set(params):
+    return params['b_i'] + params['b_h']
+  if not isinstance(params, Mapping) or 'b' not in params:
+    got = sorted(params) if isinstance(params, Mapping) else type(params).__name__
+    raise TypeError(f'{fn}: `params` must be the dict of the cell\'s `init`, with keys '
+                    f"['w_i', 'w_h', 'b'] or ['w_i', 'w_h', 'b_i', 'b_h']; got {got}.")
+  return params['b']
+
+
+def lstm_param_keys(params: Params) -> tuple[str, ...]:
+  """The keys of an LSTM's params: one bias `b`, or two (`b_i`, `b_h`) if that is what it has."""
+  two = isinstance(params, Mapping) and 'b' not in params and {'b_i', 'b_h'} <= set(params)
+  return ('w_i', 'w_h', 'b_i', 'b_h') if two else ('w_i', 'w_h', 'b')
+
+
 def lstm(
     hidden_size: int,
     *,
+    parametrization: str = 'initstate',
     forget_bias: float = 1.0,
     kernel_init: Initializer = _lecun_normal,
     recurrent_kernel_init: Initializer = _orthogonal,
@@ -181,6 +225,10 @@ def lstm(
 
   Args:
     hidden_size: H, the number of units.
+    parametrization: 'initstate' (one bias `b` [4H], lecun-normal input and orthogonal
+      recurrent weights, forget bias `forget_bias`) or 'pytorch' (PyTorch's `nn.LSTM`: two
+      biases `b_i`, `b_h` [4H] trained separately, and every weight and bias drawn from
+      U(-1/sqrt(H), 1/sqrt(H))). `apply` takes either layout.
     forget_bias: initial value of the forget-gate bias (the other biases start at zero).
     kernel_init: initializer of the input weights `w_i` [D, 4H] (applied per gate).
     recurrent_kernel_init: initializer of the recurrent weights `w_h` [H, 4H] (per gate).
@@ -201,9 +249,13 @@ def lstm(
     (2, 8)
   """
   checks.positive_int(hidden_size, 'hidden_size')
+  _check_parametrization(parametrization, 'lstm', forget_bias != 1.0 or (
+      kernel_init is not _lecun_normal) or recurrent_kernel_init is not _orthogonal)
 
   def init(key: PRNGKey, input_size: int) -> Params:
     checks.positive_int(input_size, 'input_size')
+    if parametrization == 'pytorch':
+      return _pytorch_init(key, input_size, hidden_size, 4, param_dtype)
     keys = jax.random.split(key, 8)
     w_i = jnp.concatenate([_draw(kernel_init, k, (input_size, hidden_size), param_dtype)
                            for k in keys[:4]], axis=1)
@@ -214,7 +266,7 @@ def lstm(
     return {'w_i': w_i, 'w_h': w_h, 'b': b}
 
   def apply(params: Params, carry: LSTMCarry, x: Array) -> tuple[LSTMCarry, Array]:
-    check_params(params, 'lstm', ('w_i', 'w_h', 'b'), 4, hidden_size)
+    check_params(params, 'lstm', lstm_param_keys(params), 4, hidden_size)
     _check_input(x, params['w_i'], 'lstm')
     if not isinstance(carry, LSTMCarry):
       got = (f'an array of shape {carry.shape}' if hasattr(carry, 'shape')
@@ -224,7 +276,7 @@ def lstm(
     h, c = carry
     _check_carry_leaf(h, x, hidden_size, 'lstm', '`carry.h`')
     _check_carry_leaf(c, x, hidden_size, 'lstm', '`carry.c`')
-    gates = _bias_add(x @ params['w_i'] + h @ params['w_h'], params['b'])
+    gates = _bias_add(x @ params['w_i'] + h @ params['w_h'], lstm_bias(params))
     i, f, g, o = jnp.split(gates, 4, axis=-1)
     new_c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
     new_h = jax.nn.sigmoid(o) * jnp.tanh(new_c)
@@ -237,15 +289,25 @@ def lstm(
 def gru(
     hidden_size: int,
     *,
+    parametrization: str = 'initstate',
     kernel_init: Initializer = _lecun_normal,
     recurrent_kernel_init: Initializer = _orthogonal,
     param_dtype: Any = jnp.float32,
 ) -> RecurrentCell:
-  """A GRU cell (PyTorch / Flax equations, gates (r, z, n)); carry `h` [..., H]; biases zero."""
+  """A GRU cell (PyTorch / Flax equations, gates (r, z, n)); carry `h` [..., H].
+
+  `parametrization='initstate'` starts the biases `b_i`, `b_h` [3H] at zero with lecun-normal
+  input and orthogonal recurrent weights; 'pytorch' draws every weight and bias from
+  U(-1/sqrt(H), 1/sqrt(H)) as `nn.GRU` does (then leave the initializers at their defaults).
+  """
   checks.positive_int(hidden_size, 'hidden_size')
+  _check_parametrization(parametrization, 'gru', kernel_init is not _lecun_normal or (
+      recurrent_kernel_init is not _orthogonal))
 
   def init(key: PRNGKey, input_size: int) -> Params:
     checks.positive_int(input_size, 'input_size')
+    if parametrization == 'pytorch':
+      return _pytorch_init(key, input_size, hidden_size, 3, param_dtype)
     keys = jax.random.split(key, 6)
     w_i = jnp.concatenate([_draw(kernel_init, k, (input_size, hidden_size), param_dtype)
                            for k in keys[:3]], axis=1)

@@ -12,7 +12,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from initstate._src.cells import LSTMCarry, check_params
+from initstate._src.cells import LSTMCarry, check_params, lstm_bias, lstm_param_keys
 from initstate._src.types import Array, Params
 
 
@@ -76,11 +76,13 @@ def lstm_params_from_flax(flax_params: Params) -> Params:
 
 
 def lstm_params_to_flax(params: Params) -> Params:
-  """Params of `lstm` -> params of Flax `LSTMCell` / `OptimizedLSTMCell`."""
-  check_params(params, 'lstm_params_to_flax', ('w_i', 'w_h', 'b'), 4)
+  """Params of `lstm` -> params of Flax `LSTMCell` / `OptimizedLSTMCell` (two separate biases,
+  as `parametrization='pytorch'` keeps them, are summed: Flax has one)."""
+  check_params(params, 'lstm_params_to_flax', lstm_param_keys(params), 4)
+  bias = lstm_bias(params, 'lstm_params_to_flax')
   w_i = jnp.split(params['w_i'], 4, axis=1)
   w_h = jnp.split(params['w_h'], 4, axis=1)
-  b = jnp.split(params['b'], 4)
+  b = jnp.split(bias, 4)
   out = {}
   for k, g in enumerate('ifgo'):
     out['i' + g] = {'kernel': w_i[k]}
@@ -153,11 +155,19 @@ def _from_torch(fn: str, gates: int, weight_ih: Any, weight_hh: Any, bias_ih: An
   return w_ih, w_hh, b_ih, b_hh
 
 
-def lstm_params_from_torch(weight_ih: Any, weight_hh: Any, bias_ih: Any, bias_hh: Any) -> Params:
-  """One layer of PyTorch `nn.LSTM` (`weight_ih_l0` [4H, D], ...) -> params of `lstm`."""
+def lstm_params_from_torch(weight_ih: Any, weight_hh: Any, bias_ih: Any, bias_hh: Any, *,
+                           separate_biases: bool = False) -> Params:
+  """One layer of PyTorch `nn.LSTM` (`weight_ih_l0` [4H, D], ...) -> params of `lstm`.
+
+  The two biases are summed into `b`, or, with `separate_biases`, kept as `b_i` and `b_h` (the
+  layout of `lstm(H, parametrization='pytorch')`, which trains them separately as PyTorch does).
+  """
   w_ih, w_hh, b_ih, b_hh = _from_torch('lstm_params_from_torch', 4, weight_ih, weight_hh,
                                        bias_ih, bias_hh)
-  return {'w_i': jnp.asarray(w_ih.T), 'w_h': jnp.asarray(w_hh.T), 'b': jnp.asarray(b_ih + b_hh)}
+  params = {'w_i': jnp.asarray(w_ih.T), 'w_h': jnp.asarray(w_hh.T)}
+  if separate_biases:
+    return params | {'b_i': jnp.asarray(b_ih), 'b_h': jnp.asarray(b_hh)}
+  return params | {'b': jnp.asarray(b_ih + b_hh)}
 
 
 def gru_params_from_torch(weight_ih: Any, weight_hh: Any, bias_ih: Any, bias_hh: Any) -> Params:

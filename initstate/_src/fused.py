@@ -301,6 +301,9 @@ def _layer(kind: str, params: Any, xs: Array, carry: Any, valid: Array | None,
   """One layer: (final carry, ys [T, B, H] held, carries [T, B, H] held or None)."""
   has_valid, has_reset = valid is not None, reset is not None
   if kind == 'lstm':
+    if 'b' not in params:  # Two separate biases (PyTorch's layout): their sum, outside the VJP.
+      params = {'w_i': params['w_i'], 'w_h': params['w_h'],
+                'b': params['b_i'] + params['b_h']}
     rh, rc = (reset_carry.h, reset_carry.c) if has_reset else (None, None)
     hs, cs = _lstm_op(has_valid, has_reset, all_carries)(params, xs, carry.h, carry.c, valid,
                                                          reset, rh, rc)
