@@ -3,6 +3,7 @@
 import contextlib
 import csv
 import io
+import itertools
 import json
 import pathlib
 import tempfile
@@ -10,6 +11,7 @@ import tempfile
 from absl.testing import absltest
 from absl.testing import parameterized
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -91,10 +93,8 @@ class SplitsTest(absltest.TestCase):
               (('train', train), ('val', val), ('test', test))}
       if s == 0:
         rows['online'] = {tuple(r) for r in online}
-      for a in rows:
-        for b in rows:
-          if a < b:
-            self.assertEmpty(rows[a] & rows[b], f'seed {s}: {a} and {b} share a window')
+      for (a, rows_a), (b, rows_b) in itertools.combinations(rows.items(), 2):
+        self.assertEmpty(rows_a & rows_b, f'seed {s}: {a} and {b} share a window')
     # Online batches are fresh at every step; fixed batches come from the training split.
     self.assertLen({tuple(r) for r in online}, 3 * TINY.batch_size)
     fixed = np.asarray(study.training_batch(TINY, hmm, keys[1], False, 2, 6, 0,
@@ -255,6 +255,25 @@ class TrainerTest(absltest.TestCase):
     np.testing.assert_array_equal(buffer.count, [n, n])
     self.assertGreater(float(np.abs(buffer.values.h[:, :n]).min(axis=-1).max()), 0.0)
     np.testing.assert_array_equal(buffer.values.h[:, n:], 0.0)
+    # The first step's entries are each window's gradient of its own summed loss at its
+    # initial carry (the online model: its windows do not depend on the pick key).
+    start = jax.tree.map(lambda a: a[0], init(keys))
+    k_pick, k_noise = jax.random.split(jax.random.fold_in(
+        jax.random.fold_in(keys[0], study.STEPS), 0))
+    batch = study.training_batch(TINY, hmm, keys[0], True, 2, 6, 0, k_pick)
+    model = study.Predictor(TINY, study.STRATEGIES['cleaning']())
+    carry = study.make_cell(TINY).carry_template
+
+    def summed(probe):
+      variables = {'params': start['params'], 'carry_state': start['carry_state'],
+                   'perturbations': {'rnn': {'initial_carry': probe}}}
+      return jnp.sum(study._losses(model, variables, batch, train=True, rng=k_noise))  # pylint: disable=protected-access
+
+    zero = jax.tree.map(lambda t: jnp.zeros((TINY.batch_size,) + t.shape, t.dtype), carry)
+    want = jax.grad(summed)(zero)
+    b = TINY.batch_size
+    np.testing.assert_allclose(buffer.values.h[0, :b], want.h, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(buffer.values.c[0, :b], want.c, rtol=1e-4, atol=1e-7)
     val = study.make_split(TINY, hmm, keys, study.VAL, 4, cond['min_len'], cond['max_len'])
     state, first = evaluate(state, val)
     np.testing.assert_array_equal(state['best_val'], first)

@@ -306,8 +306,9 @@ def make_trainer(config: Config, hmm: tasks.HMM, strategy_name: str):
             lambda t: jnp.zeros((b,) + t.shape, t.dtype), template)}}
       loss, (grads, carry_grads) = jax.value_and_grad(loss_fn, argnums=(0, 1))(
           params, perturbations)
-      if stateful:  # Per-window gradients of each window's summed loss.
-        carry_grads = jax.tree.map(lambda g: g * config.width, carry_grads)
+      if stateful:  # Per-window gradients of each window's summed loss (the loss is a mean
+        # over the batch's b * width scored steps).
+        carry_grads = jax.tree.map(lambda g: g * (b * config.width), carry_grads)
         carry_state = initstate.nn.update_carry_state(strategy, carry_state, carry_grads)
       updates, opt_state = optimizer.update(grads, state['opt_state'], params)
       return dict(state, params=optax.apply_updates(params, updates), opt_state=opt_state,
