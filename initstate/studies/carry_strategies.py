@@ -74,7 +74,7 @@ DEFAULT_STRATEGIES = ('zeros', 'noisy(0.3)', 'noisy(1.0)', 'learned', 'noisy_lea
                       'cleaning', 'latent')
 REGIMES = ('online', 'fixed')
 POSITIONS = (0, 1, 2, 4)
-PROFILE_POSITIONS = 12   # positions 0..11 in the excess-by-position plot.
+PROFILE_POSITIONS = 12   # positions 0..11 in the excess-by-position plot (covers POSITIONS).
 NEAR_RESET = 3           # "within 3 steps of a reset": positions 0, 1 and 2.
 SPEED_FRACTION = 0.2     # training speed: mean validation excess over the first 20% of steps.
 MIN_EFFECT = 1e-3        # nats: smaller mean differences are ties, however consistent.
@@ -560,13 +560,13 @@ def run_study(config: Config, out_dir: str | os.PathLike[str], *, progress: bool
            'best_step': eval_steps[np.argmin(val_excess[sl], axis=1)].astype(float),
            'near_reset_share': np.array([float(sentences.near_reset_share(
                d['position'], NEAR_RESET)) for d in data])}
+      profile = np.array([list(excess_by_position(
+          per_step[sl][s], data[s], range(PROFILE_POSITIONS)).values()) for s in seeds])
       for p in POSITIONS:
-        m[f'excess@{p}'] = np.array([excess_by_position(per_step[sl][s], data[s])[p]
-                                     for s in seeds])
+        m[f'excess@{p}'] = profile[:, p]
       metrics[name][(regime, n)] = m
       curves[name][(regime, n)] = val_excess[sl]
-      profiles[name][(regime, n)] = np.array([list(excess_by_position(
-          per_step[sl][s], data[s], range(PROFILE_POSITIONS)).values()) for s in seeds])
+      profiles[name][(regime, n)] = profile
   if bar:
     bar.close()
 
