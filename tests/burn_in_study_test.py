@@ -2,10 +2,12 @@
 
 import contextlib
 import csv
+import dataclasses
 import io
 import json
 import pathlib
 import tempfile
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -13,9 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 
 import initstate
 from initstate.studies import burn_in
+from initstate.studies import burn_in_report
 from initstate.studies import sysid
 
 
@@ -150,14 +154,16 @@ class EvaluationTest(absltest.TestCase):
     data, _ = sysid.load('rlc')
     data = {k: sysid.Signal(v.u[:300], v.y[:300]) for k, v in data.items()}
     config = burn_in.Config(dataset='rlc', window=20, burn_ins=(0, 5), hidden_size=4,
-                            epochs=1).resolved()
+                            epochs=1, seeds=2).resolved()
+    self.assertEqual(config.offset, 200)
     grid, mc = burn_in.model_configs(config, ('zeros', 'learned'))
+    self.assertLen(grid, 8)  # 2 variants x 2 burn-ins x 2 seeds.
     init, _, evaluate, _ = burn_in.make_group(config, data, ('zeros', 'learned'))
     state = init(jax.random.key(0), mc)
-    after_m, every_step = evaluate(state, mc, jnp.asarray(data['test'].u),
-                                   jnp.asarray(data['test'].y))
+    every_step, after_m, after_offset, windows = evaluate(
+        state, mc, jnp.asarray(data['test'].u), jnp.asarray(data['test'].y))
     model = burn_in.Model(config, 1, 2, use_conditional=False)
-    for i, (_, m) in enumerate(grid):
+    for i, (_, m, _) in enumerate(grid):
       params = jax.tree.map(lambda a: a[i], state[0])
       mc_i = jax.tree.map(lambda a: a[i], mc)
       fn = model.cell.bind(params['cell'])
@@ -167,6 +173,207 @@ class EvaluationTest(absltest.TestCase):
       err = np.mean((np.asarray(pred[0]) - data['test'].y) ** 2, axis=-1)
       self.assertAlmostEqual(float(every_step[i]), float(err.mean()), places=5)
       self.assertAlmostEqual(float(after_m[i]), float(err[m:].mean()), places=5)
+      self.assertAlmostEqual(float(after_offset[i]), float(err[200:].mean()), places=5)
+      # 15 windows of 20 steps, each from the initial carry, steps m..19 of each.
+      u_w = jnp.asarray(data['test'].u).reshape(15, 20, 1)
+      out = initstate.scan_rnn(fn, u_w, model.initial_carry(params, mc_i, 15, None))
+      pred = out.outputs @ params['readout']['kernel'] + params['readout']['bias'][None, None, :]
+      err_w = np.mean((np.asarray(pred) - data['test'].y.reshape(15, 20, 2)) ** 2, axis=-1)
+      self.assertAlmostEqual(float(windows[i]), float(err_w[:, m:].mean()), places=5)
+
+
+class GridTest(absltest.TestCase):
+
+  def test_paper_grid(self):
+    grid100 = burn_in.paper_burn_ins(100)
+    self.assertLen(grid100, 20)
+    self.assertEqual(grid100[:5], (0, 5, 10, 16, 21))   # round(i * 99 / 19), Python's round.
+    self.assertEqual(grid100[-2:], (94, 99))
+    grid200 = burn_in.paper_burn_ins(200)
+    self.assertLen(grid200, 30)
+    self.assertEqual(grid200[:20], grid100)
+    self.assertEqual(grid200[20:], (110, 120, 130, 140, 150, 159, 169, 179, 189, 199))
+    # Every published m* lies on the grid.
+    for dataset in sysid.DATASETS:
+      for row in sysid.published_table(dataset):
+        self.assertIn(int(row['m_star']), burn_in.paper_burn_ins(int(row['N'])), (dataset, row))
+    with self.assertRaisesRegex(ValueError, 'defined for N in'):
+      burn_in.paper_burn_ins(150)
+
+  def test_tokens(self):
+    self.assertEqual(burn_in.resolve_burn_ins((0, 'mstar'), 'rlc', 200), (0, 110))
+    self.assertEqual(burn_in.resolve_burn_ins(('mstar', 5, 0), 'wienerhammerstein', 100),
+                     (0, 5, 21))
+    self.assertEqual(burn_in.resolve_burn_ins((), 'rlc', 100), burn_in.default_burn_ins(100))
+    self.assertEqual(burn_in.resolve_burn_ins(('grid',), 'rlc', 100),
+                     burn_in.paper_burn_ins(100))
+    with self.assertRaisesRegex(ValueError, 'no m\\*'):
+      burn_in.resolve_burn_ins(('mstar',), 'rlc', 500)
+    with self.assertRaisesRegex(ValueError, 'an int'):
+      burn_in.resolve_burn_ins(('magic',), 'rlc', 100)
+
+
+class ParametrizationAndSeedsTest(parameterized.TestCase):
+
+  def test_pytorch_start(self):
+    config = burn_in.Config(window=8, burn_ins=(0,), hidden_size=64).resolved()
+    model = burn_in.Model(config, 1, 64, use_conditional=False)
+    params = model.init(jax.random.key(0))
+    self.assertEqual(set(params['cell']), {'w_i', 'w_h', 'b_i', 'b_h'})
+    bound = 1 / 8.0  # 1 / sqrt(H)
+    for leaf in (params['readout']['kernel'], params['readout']['bias'], params['cell']['b_h']):
+      x = np.asarray(leaf).ravel()
+      result = scipy_stats.kstest(x, 'uniform', args=(-bound, 2 * bound))
+      self.assertGreater(result.pvalue, 1e-3)
+    default = burn_in.Model(dataclasses.replace(config, parametrization='initstate'), 1, 64,
+                            use_conditional=False).init(jax.random.key(0))
+    self.assertEqual(set(default['cell']), {'w_i', 'w_h', 'b'})
+    with self.assertRaisesRegex(ValueError, 'parametrization'):
+      burn_in.Config(parametrization='keras').resolved()
+    with self.assertRaisesRegex(ValueError, 'seeds'):
+      burn_in.Config(seeds=0).resolved()
+
+  def test_seeds_differ_and_burn_ins_share_a_seed(self):
+    data, _ = sysid.load('rlc')
+    data = {k: sysid.Signal(v.u[:300], v.y[:300]) for k, v in data.items()}
+    config = burn_in.Config(dataset='rlc', window=20, burn_ins=(0, 5), hidden_size=4,
+                            batch_size=50, epochs=1, seeds=2).resolved()
+    grid, mc = burn_in.model_configs(config, ('zeros',))
+    self.assertEqual(grid, [('zeros', 0, 0), ('zeros', 0, 1), ('zeros', 5, 0), ('zeros', 5, 1)])
+    init, epoch, _, _ = burn_in.make_group(config, data, ('zeros',))
+    state = init(jax.random.key(0), mc)
+    w = np.asarray(state[0]['cell']['w_h'])
+    np.testing.assert_array_equal(w[0], w[2])   # Seed 0 at m = 0 and m = 5.
+    self.assertFalse(np.allclose(w[0], w[1]))   # Seeds 0 and 1.
+    # The same weights and burn-in, different seeds: different shuffling, different result.
+    same_start = jax.tree.map(lambda a: jnp.stack([a[0], a[0]]), state)
+    pair = jax.tree.map(lambda a: a[:2], mc)._replace(burn_in=jnp.array([0, 0], jnp.int32))
+    trained, _ = epoch(same_start, pair, jax.random.key(1))
+    w = np.asarray(trained[0]['cell']['w_h'])
+    self.assertFalse(np.allclose(w[0], w[1]))
+    same_seed = pair._replace(seed=jnp.array([1, 1], jnp.int32))
+    trained, _ = epoch(same_start, same_seed, jax.random.key(1))
+    np.testing.assert_allclose(trained[0]['cell']['w_h'][0], trained[0]['cell']['w_h'][1])
+
+
+def _rows(dataset, window, values):
+  """Synthetic result rows: values maps (m, seed) to (train_all, val_all, test_all)."""
+  rows = []
+  for (m, seed), (train, val, test) in values.items():
+    rows.append({'dataset': dataset, 'window': window, 'variant': 'zeros', 'burn_in': m,
+                 'seed': seed, 'train_all': train, 'val_all': val, 'test_all': test,
+                 'val_after_m': val * (2.0 if m == 0 else 0.5), 'test_after_m': test,
+                 'test_after_offset': test, 'test_windows': test, 'offset': 200})
+  return rows
+
+
+class ReportTest(absltest.TestCase):
+
+  def test_select_paper_and_val(self):
+    rows = _rows('rlc', 100, {(0, 0): (1.0, 1.0, 1.0), (40, 0): (0.5, 2.0, 1.0),
+                              (83, 0): (0.6, 0.6, 1.0)})
+    # 0.7 train + 0.3 val: 1.0, 0.95, 0.6.
+    pick = burn_in_report.select_m(rows, 'paper')[('rlc', 100, 'zeros', 0)]
+    self.assertEqual(pick['burn_in'], 83)
+    # val over t >= m: 2.0, 1.0, 0.3.
+    self.assertEqual(burn_in_report.select_m(rows, 'val')[('rlc', 100, 'zeros', 0)]['burn_in'],
+                     83)
+    rows = _rows('silverbox', 200, {(0, 0): (1.0, 1.0, 1.0), (94, 0): (0.5, 0.5, 1.0),
+                                    (120, 0): (0.1, 0.1, 1.0)})
+    self.assertEqual(
+        burn_in_report.select_m(rows, 'paper')[('silverbox', 200, 'zeros', 0)]['burn_in'], 94)
+    with self.assertRaisesRegex(ValueError, 'select'):
+      burn_in_report.selection_score(rows[0], 'test')
+
+  def test_paper_table_verdicts(self):
+    # Published RLC N=200: m* = 110; m0 test 1.462e-2, m* test 0.307e-2 (MSE x 100 / 100).
+    rows = _rows('rlc', 200, {
+        (0, 0): (0.01, 0.01, 0.0140), (0, 1): (0.01, 0.01, 0.0150),      # inside
+        (110, 0): (0.003, 0.003, 0.0040), (110, 1): (0.003, 0.003, 0.0050)})  # above
+    text = burn_in_report.paper_table(rows)
+    self.assertIn(burn_in_report.RULE, text)
+    line = lambda label, split: next(
+        l for l in text.splitlines() if label in l and f' {split} ' in l)
+    self.assertIn('0.01462', line('m=0', 'test'))
+    self.assertTrue(line('m=0', 'test').rstrip().endswith('REPRODUCED'))
+    self.assertNotIn('NOT', line('m=0', 'test'))
+    self.assertIn('NOT REPRODUCED (ours above)', line("paper's m*=110", 'test'))
+    self.assertIn('NOT REPRODUCED (ours above)', line('m=0', 'train'))    # 0.01 > 0.00971.
+    self.assertIn('NOT REPRODUCED (ours below)', line("paper's m*=110", 'train'))  # < 0.00309.
+    self.assertIn('m*=[110]', line('our m* (paper)', 'test'))
+    rows = _rows('rlc', 200, {(0, 0): (0.01, 0.01, 0.0140)})
+    self.assertIn('not run', burn_in_report.paper_table(rows))
+    self.assertIn('publishes no row', burn_in_report.paper_table(_rows('rlc', 20, {
+        (0, 0): (1.0, 1.0, 1.0)})))
+
+  def test_beyond_paper_answers(self):
+    rows = _rows('rlc', 200, {(0, 0): (1, 1, 1.0), (100, 0): (1, 1, 0.5)})
+    learned = [dict(r, variant='learned', test_after_offset=t) for r, t in
+               zip(_rows('rlc', 200, {(0, 0): (1, 1, 0.4), (100, 0): (1, 1, 0.3)}), (0.4, 0.3))]
+    lines = burn_in_report.beyond_paper(rows + learned)
+    self.assertLen(lines, 1)
+    self.assertIn('YES: it reaches', lines[0])
+    self.assertIn('at m=0', lines[0])
+    worse = [dict(r, variant='conditional', test_after_offset=0.9) for r in learned]
+    self.assertIn('NO:', burn_in_report.beyond_paper(rows + worse)[0])
+
+
+class ResumeTest(absltest.TestCase):
+
+  def _run(self, folder, epochs=4, every=2):
+    data, _ = sysid.load('rlc')
+    data = {k: sysid.Signal(v.u[:300], v.y[:300]) for k, v in data.items()}
+    config = burn_in.Config(dataset='rlc', window=20, burn_ins=(0, 5), hidden_size=4,
+                            batch_size=50, epochs=epochs, seeds=2).resolved()
+    return burn_in.run_group(config, data, ('zeros',), folder=folder, checkpoint_every=every,
+                             progress=False)
+
+  @pytest.mark.slow   # Three short trainings, one interrupted and resumed.
+  def test_interrupted_run_resumes_to_the_same_rows(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      whole = self._run(pathlib.Path(tmp) / 'whole')
+      folder = pathlib.Path(tmp) / 'stopped'
+      real_epoch = burn_in.make_group
+
+      def stop_at_epoch_3(*args, **kwargs):
+        init, epoch, evaluate, steps = real_epoch(*args, **kwargs)
+        calls = []
+
+        def epoch_then_stop(*a):
+          calls.append(1)
+          if len(calls) == 3:
+            raise KeyboardInterrupt
+          return epoch(*a)
+        return init, epoch_then_stop, evaluate, steps
+
+      with mock.patch.object(burn_in, 'make_group', stop_at_epoch_3):
+        with self.assertRaises(KeyboardInterrupt):
+          self._run(folder)
+      self.assertEqual([p.name for p in folder.glob('epoch_*')], ['epoch_000002'])
+      self.assertFalse((folder / 'rows.json').exists())
+      resumed = self._run(folder)
+      self.assertEqual([r['resumed_at_epoch'] for r in resumed], [2] * 4)
+      for a, b in zip(whole, resumed):
+        for k in ('train_all', 'val_all', 'test_all', 'test_after_m', 'test_after_offset',
+                  'test_windows'):
+          self.assertAlmostEqual(a[k], b[k], places=6)
+      self.assertEqual(list(folder.glob('epoch_*')), [])   # Cleaned up when done.
+      # The trained models are kept: restored, they give the rows' figures again.
+      config = burn_in.Config(dataset='rlc', window=20, burn_ins=(0, 5), hidden_size=4,
+                              batch_size=50, epochs=4, seeds=2).resolved()
+      data, _ = sysid.load('rlc')
+      data = {k: sysid.Signal(v.u[:300], v.y[:300]) for k, v in data.items()}
+      _, mc = burn_in.model_configs(config, ('zeros',))
+      init, _, evaluate, _ = burn_in.make_group(config, data, ('zeros',))
+      final = initstate.training.restore_checkpoint(folder / 'final',
+                                                    like=init(jax.random.key(0), mc))
+      test_all = evaluate(final, mc, jnp.asarray(data['test'].u), jnp.asarray(data['test'].y))[0]
+      np.testing.assert_allclose(test_all, [r['test_all'] for r in resumed], rtol=1e-5)
+      # A finished group is read back, not trained again.
+      with mock.patch.object(burn_in, 'make_group', side_effect=AssertionError('trained')):
+        self.assertEqual(self._run(folder), resumed)
+      with self.assertRaisesRegex(ValueError, 'other settings'):
+        self._run(folder, epochs=5)
 
 
 class EndToEndTest(absltest.TestCase):
@@ -177,29 +384,40 @@ class EndToEndTest(absltest.TestCase):
       out = io.StringIO()
       with contextlib.redirect_stdout(out):
         rows = burn_in.main(['--dataset', 'rlc', '--window', '20', '--burn-in', '0,5',
-                             '--epochs', '1', '--hidden-size', '4', '--out', tmp,
-                             '--no-progress'])
+                             '--epochs', '1', '--hidden-size', '4', '--seeds', '2',
+                             '--out', tmp, '--no-progress'])
       text = out.getvalue()
-      self.assertLen(rows, 10)  # 5 variants x 2 burn-ins.
+      self.assertLen(rows, 20)  # 5 variants x 2 burn-ins x 2 seeds.
       self.assertEqual({r['variant'] for r in rows}, set(burn_in.VARIANTS))
+      self.assertEqual({r['seed'] for r in rows}, {0, 1})
       for r in rows:
-        for k in ('train', 'val', 'test', 'test_all'):
-          self.assertTrue(np.isfinite(r[k]) and r[k] > 0, (r, k))
+        for split in sysid.SPLITS:
+          for metric in burn_in.METRICS:
+            k = f'{split}_{metric}'
+            self.assertTrue(np.isfinite(r[k]) and r[k] > 0, (r, k))
         self.assertEqual(r['epochs'], 1)
         self.assertEqual(r['learning_rate'], 3e-4)  # The published RLC value.
-      for line in ('best m on validation for zeros', 'does learned reach the best burn-in',
-                   'does conditional reach', 'does stateful reach', '== rlc, N=20'):
+        self.assertEqual(r['parametrization'], 'pytorch')
+      for line in ('m* of zeros (0.7 train + 0.3 val', 'does learned reach the best burn-in',
+                   'does conditional reach', 'does stateful reach', '== rlc, N=20',
+                   "== The paper's table", 'publishes no row'):
         self.assertIn(line, text)
       tmp = pathlib.Path(tmp)
       self.assertGreater((tmp / 'rlc_N20_test_mse.png').stat().st_size, 1000)
       saved = json.loads((tmp / 'results.json').read_text())
       self.assertIn('--window 20', saved['command'])
-      self.assertLen(list(csv.DictReader(open(tmp / 'results.csv'))), 10)
+      self.assertEqual(saved['select'], 'paper')
+      self.assertLen(list(csv.DictReader(open(tmp / 'results.csv'))), 20)
+      self.assertTrue((tmp / 'runs' / 'rlc_N20_zeros+learned+noisy_learned+conditional' /
+                       'rows.json').exists())
 
   def test_bad_options(self):
     with contextlib.redirect_stderr(io.StringIO()):
       for argv in (['--dataset', 'nope'], ['--variants', 'magic'], ['--burn-in', '0,100'],
-                   ['--epochs', '0'], ['--chunk-size', '-1'], ['--devices', '-1']):
+                   ['--burn-in', 'many'], ['--epochs', '0'], ['--chunk-size', '-1'],
+                   ['--devices', '-1'], ['--seeds', '0'], ['--checkpoint-every', '-1'],
+                   ['--parametrization', 'keras'], ['--select', 'test'],
+                   ['--dataset', 'rlc', '--window', '500', '--burn-in', 'mstar']):
         with self.assertRaises(SystemExit):
           burn_in.main(argv + ['--epochs', '1', '--out', tempfile.mkdtemp(), '--no-progress']
                        if '--epochs' not in argv else argv + ['--out', tempfile.mkdtemp()])

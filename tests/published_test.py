@@ -7,9 +7,12 @@ import zipfile
 
 from absl.testing import absltest
 from absl.testing import parameterized
+import jax.numpy as jnp
 import numpy as np
 
+from initstate.studies import burn_in
 from initstate.studies import published
+from initstate.studies import sysid
 
 try:
   import torch  # pylint: disable=g-import-not-at-top
@@ -93,6 +96,23 @@ class PublishedFiguresTest(parameterized.TestCase):
       want = row[0][f'{column} {split}']
       self.assertTrue(_agrees(got, want), f'{dataset} N={window} m={burn_in} {split}: '
                       f'{got:.5g} against the published {want}')
+
+  def test_both_parametrizations_give_the_same_predictions(self):
+    """Summed biases (parametrization='initstate') predict exactly as the two kept apart."""
+    signal = sysid.load('rlc')[0]['test']
+    state = published.load_model('rlc', 200, 110)
+    losses = []
+    for parametrization, separate in (('pytorch', True), ('initstate', False)):
+      config = burn_in.Config(dataset='rlc', window=200, burn_ins=(110,),
+                              parametrization=parametrization).resolved()
+      model = burn_in.Model(config, 1, 2, use_conditional=False)
+      params = published.study_params(state, model, 'rlc', separate_biases=separate)
+      self.assertEqual('b' in params['cell'], not separate)
+      per_step, _ = model.step_losses(params, burn_in.zero_carry_config(),
+                                      jnp.asarray(signal.u)[None], jnp.asarray(signal.y)[None])
+      losses.append(np.asarray(per_step))
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-4, atol=1e-7)
+    self.assertTrue(_agrees(100 * float(losses[1].mean()), 0.307))
 
 
 if __name__ == '__main__':

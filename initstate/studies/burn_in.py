@@ -6,7 +6,11 @@ with a linear read-out reads u[t] and predicts y[t] on every window of N steps o
 training signal (shifted by one, shuffled, batch 100, last partial batch dropped); the loss is
 the MSE over steps m..N-1 only (burn-in m); Adam; 400 epochs at learning rate 1e-4 (Silverbox,
 Wiener-Hammerstein) or 1,500 at 3e-4 (RLC); evaluation runs each whole split as one sequence from
-the initial state and takes the MSE of the scaled outputs.
+the initial state and takes the MSE of the scaled outputs. By default the model starts as
+theirs does (`--parametrization pytorch`: PyTorch's `nn.LSTM` and `nn.Linear` initial
+distributions, two LSTM biases trained separately), and m* is chosen as they chose it
+(`--select paper`: the m minimising 0.7 x train MSE + 0.3 x validation MSE over every step,
+Silverbox capped at m <= 95); `--burn-in grid` runs their grid of m values.
 
 Then goes past the paper, in the same run and table (variant names):
 
@@ -19,12 +23,20 @@ Then goes past the paper, in the same run and table (variant names):
   the carry handed from one window to the next (gradient stopped in between) and reset to zeros
   where a walk starts; the burn-in mask applies to the first window of a walk only.
 
-For a fair comparison every variant's evaluation MSE counts only the steps t >= m (`test`);
-`test_all` counts every step as the paper does (the two differ by at most m of 3,333-10,000
-steps). All models of one variant group (every variant x every m) train at once as one sweep
-(`initstate.training.sweep`: chunks of `--chunk-size` models, split across `--devices`, by
-default one CPU device per core), from the same initial weights and on the same batches; one
-epoch is one compiled `lax.scan` over its batches.
+Four labelled evaluation metrics per split: `all` (every step of the split run as one
+sequence, the paper's metric and the headline), `after_m` (its steps t >= m), `after_offset`
+(its steps t >= max(200, N): the same steps for every m and every variant) and `windows` (the
+split cut into windows of N steps, each run from the initial carry, steps t >= m of each: the
+training loss on held-out data, which tells a model that only predicts well a few steps after
+its initial carry from one that simulates well).
+
+`--seeds K` trains K seeds (each its own initial weights, shuffling and noise; within a seed
+every m and variant shares them). All models of one variant group (every variant x m x seed)
+train at once as one sweep (`initstate.training.sweep`: chunks of `--chunk-size` models, split
+across `--devices`, by default one CPU device per core); one epoch is one compiled `lax.scan`
+over its batches. Runs are resumable: every `--checkpoint-every` epochs the group's state is
+saved in the output folder, and a finished group's rows and trained models are kept there, so
+the same command run again picks up where it stopped.
 
 Run `python -m initstate.studies.burn_in --help`.
 """
@@ -33,9 +45,11 @@ import argparse
 import csv
 import dataclasses
 import json
+import math
 import os
 import pathlib
 import platform
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -47,13 +61,19 @@ import jax.numpy as jnp
 import optax
 
 import initstate
+from initstate import training
 from initstate.studies import devices
 from initstate.studies import sysid
 
 WINDOWED = ('zeros', 'learned', 'noisy_learned', 'conditional')
 VARIANTS = WINDOWED + ('stateful',)
+PARAMETRIZATIONS = ('pytorch', 'initstate')
 PUBLISHED = {  # dataset: (epochs, learning rate), from the paper's code.
     'silverbox': (400, 1e-4), 'wienerhammerstein': (400, 1e-4), 'rlc': (1500, 3e-4)}
+# The paper's m grid: this many values per window length N (their Silverbox and
+# Wiener-Hammerstein script; every published m*, RLC's included, lies on it).
+GRID_SIZES = {100: 20, 200: 30, 500: 40, 1000: 40}
+METRICS = ('all', 'after_m', 'after_offset', 'windows')
 
 
 def default_burn_ins(window: int) -> tuple[int, ...]:
@@ -62,29 +82,82 @@ def default_burn_ins(window: int) -> tuple[int, ...]:
                        for f in (0.0, 0.2, 0.4, 0.6, 0.8, 0.94)}))
 
 
+def _spaced(start: int, stop: int, count: int) -> list[int]:
+  """`count` values from start to stop, evenly spaced and rounded (Python's round, as theirs)."""
+  step = (stop - start) / (count - 1) if count > 1 else 1
+  return [round(start + i * step) for i in range(count)]
+
+
+def paper_burn_ins(window: int) -> tuple[int, ...]:
+  """The paper's grid: 20 values on [0, 99], then the rest on [110, N - 1] (N in GRID_SIZES)."""
+  if window not in GRID_SIZES:
+    raise ValueError(f'the paper\'s m grid is defined for N in {sorted(GRID_SIZES)}, '
+                     f'not {window}.')
+  count = GRID_SIZES[window]
+  if count <= 20:
+    return tuple(_spaced(0, window - 1, count))
+  return tuple(_spaced(0, 99, 20) + _spaced(110, window - 1, count - 20))
+
+
+def paper_m_star(dataset: str, window: int) -> int | None:
+  """The published m* for (dataset, N), or None where the paper's table has no such row."""
+  rows = [r for r in sysid.published_table(dataset) if r['N'] == window]
+  return int(rows[0]['m_star']) if rows else None
+
+
+def resolve_burn_ins(tokens: Sequence[int | str], dataset: str, window: int) -> tuple[int, ...]:
+  """Burn-ins from ints and the tokens 'grid' (the paper's grid) and 'mstar' (its m*)."""
+  out: set[int] = set()
+  for t in tokens:
+    if t == 'grid':
+      out.update(paper_burn_ins(window))
+    elif t == 'mstar':
+      m = paper_m_star(dataset, window)
+      if m is None:
+        raise ValueError(f'the paper publishes no m* for {dataset} N={window}.')
+      out.add(m)
+    elif isinstance(t, int):
+      out.add(t)
+    else:
+      raise ValueError(f'a burn-in is an int, "grid" or "mstar", got {t!r}.')
+  return tuple(sorted(out)) or default_burn_ins(window)
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
   dataset: str = 'silverbox'
   window: int = 100
-  burn_ins: tuple[int, ...] = ()       # empty: default_burn_ins(window)
+  burn_ins: tuple[int | str, ...] = ()  # empty: default_burn_ins(window); see resolve_burn_ins
   variants: tuple[str, ...] = VARIANTS
+  parametrization: str = 'pytorch'      # the paper's initial distributions; or 'initstate'
   hidden_size: int = 8
   batch_size: int = 100
-  epochs: int | None = None            # None: the published value
-  learning_rate: float | None = None   # None: the published value
-  noise: float = 0.1                   # noisy_learned's stddev
-  init_net_width: int = 32             # conditional's initializer network
-  stateful_windows: int = 5            # K consecutive windows per stateful walk
-  seed: int = 0
-  chunk_size: int | None = 4           # models vectorised together (None: all; see sweep)
-  devices: int = 1                     # split the models across this many devices
+  epochs: int | None = None             # None: the published value
+  learning_rate: float | None = None    # None: the published value
+  noise: float = 0.1                    # noisy_learned's stddev
+  init_net_width: int = 32              # conditional's initializer network
+  stateful_windows: int = 5             # K consecutive windows per stateful walk
+  seed: int = 0                         # base seed; seed s of K is fold_in(key(seed), s)
+  seeds: int = 1                        # K
+  chunk_size: int | None = 4            # models vectorised together (None: all; see sweep)
+  devices: int = 1                      # split the models across this many devices
 
   def resolved(self) -> 'Config':
     epochs, lr = PUBLISHED[self.dataset]
+    if self.parametrization not in PARAMETRIZATIONS:
+      raise ValueError(f'parametrization must be one of {PARAMETRIZATIONS}, got '
+                       f'{self.parametrization!r}.')
+    if self.seeds < 1:
+      raise ValueError(f'seeds must be >= 1, got {self.seeds}.')
     return dataclasses.replace(
-        self, burn_ins=self.burn_ins or default_burn_ins(self.window),
+        self, burn_ins=resolve_burn_ins(self.burn_ins, self.dataset, self.window),
         epochs=self.epochs if self.epochs is not None else epochs,
         learning_rate=self.learning_rate if self.learning_rate is not None else lr)
+
+  @property
+  def offset(self) -> int:
+    """First step of the fixed-offset metric: max(200, N), past every m."""
+    return max(200, self.window)
 
 
 class ModelConfig(NamedTuple):
@@ -93,31 +166,51 @@ class ModelConfig(NamedTuple):
   learned: jax.Array       # float32: 1 for a learned initial carry
   noise: jax.Array         # float32: training noise stddev on the initial carry
   conditional: jax.Array   # bool: carry at step m from the initializer network
+  seed: jax.Array          # int32: which seed (initial weights, shuffling, noise)
 
 
-def model_configs(config: Config, variants: Sequence[str]) -> tuple[list[tuple[str, int]],
+def model_configs(config: Config, variants: Sequence[str]) -> tuple[list[tuple[str, int, int]],
                                                                    ModelConfig]:
-  """The (variant, m) grid of one group and its vmapped `ModelConfig`."""
-  grid = [(v, m) for v in variants for m in config.burn_ins]
+  """The (variant, m, seed) grid of one group and its vmapped `ModelConfig`."""
+  grid = [(v, cast(int, m), s) for v in variants for m in config.burn_ins
+          for s in range(config.seeds)]
   mc = ModelConfig(
-      burn_in=jnp.array([m for _, m in grid], jnp.int32),
-      learned=jnp.array([v in ('learned', 'noisy_learned') for v, _ in grid], jnp.float32),
-      noise=jnp.array([config.noise if v == 'noisy_learned' else 0.0 for v, _ in grid],
+      burn_in=jnp.array([m for _, m, _ in grid], jnp.int32),
+      learned=jnp.array([v in ('learned', 'noisy_learned') for v, _, _ in grid], jnp.float32),
+      noise=jnp.array([config.noise if v == 'noisy_learned' else 0.0 for v, _, _ in grid],
                       jnp.float32),
-      conditional=jnp.array([v == 'conditional' for v, _ in grid]))
+      conditional=jnp.array([v == 'conditional' for v, _, _ in grid]),
+      seed=jnp.array([s for _, _, s in grid], jnp.int32))
   return grid, mc
+
+
+def zero_carry_config() -> ModelConfig:
+  """One model's settings for a plain zero initial carry from step 0 (no burn-in)."""
+  return ModelConfig(burn_in=jnp.int32(0), learned=jnp.float32(0.0), noise=jnp.float32(0.0),
+                     conditional=jnp.bool_(False), seed=jnp.int32(0))
+
+
+def _uniform_fan_in(fan_in: int):
+  """PyTorch's `nn.Linear` start, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), for weight and bias."""
+  bound = 1.0 / math.sqrt(fan_in)
+  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound,
+                                                                  bound)
 
 
 class Model:
   """The LSTM, read-out, learned carry and initializer network as pure functions."""
 
   def __init__(self, config: Config, du: int, dy: int, use_conditional: bool):
-    self.cell = initstate.lstm(config.hidden_size)
-    self.readout = nn.Dense(dy)
+    h = config.hidden_size
+    self.cell = initstate.lstm(h, parametrization=config.parametrization)
+    if config.parametrization == 'pytorch':
+      self.readout = nn.Dense(dy, kernel_init=_uniform_fan_in(h), bias_init=_uniform_fan_in(h))
+    else:
+      self.readout = nn.Dense(dy)
     self.init_net = nn.Sequential([
-        nn.Dense(config.init_net_width), nn.tanh, nn.Dense(2 * config.hidden_size)])
-    self.context = max(*config.burn_ins, 1)  # steps the initializer network can read
-    self.du, self.dy, self.hidden = du, dy, config.hidden_size
+        nn.Dense(config.init_net_width), nn.tanh, nn.Dense(2 * h)])
+    self.context = max(*cast(tuple[int, ...], config.burn_ins), 1)  # steps the net can read
+    self.du, self.dy, self.hidden = du, dy, h
     self.use_conditional = use_conditional
 
   def init(self, key: jax.Array) -> dict[str, Any]:
@@ -171,7 +264,7 @@ class Model:
     return initstate.squared_error(pred, y), out.final_carry
 
 
-def after_burn_in(step_losses: jax.Array, burn_in: jax.Array) -> jax.Array:
+def after_burn_in(step_losses: jax.Array, burn_in: jax.Array | int) -> jax.Array:
   """Mean of per-step losses [B, T] over steps t >= burn_in (the paper's loss over m..N-1)."""
   steps = step_losses.shape[1]
   mask = jnp.broadcast_to(jnp.arange(steps)[None, :] >= burn_in, step_losses.shape)
@@ -179,9 +272,14 @@ def after_burn_in(step_losses: jax.Array, burn_in: jax.Array) -> jax.Array:
 
 
 def make_group(config: Config, data: dict[str, sysid.Signal], variants: Sequence[str]):
-  """Jitted, vmapped (init, epoch, evaluate) for one group of variants."""
+  """Jitted, vmapped (init, epoch, evaluate, steps per epoch) for one group of variants.
+
+  `init(key, mc)` and `epoch(state, mc, key)` take the run's base key; each model folds its
+  seed (`mc.seed`) into it. `evaluate(state, mc, u, y)` gives the METRICS (all, after_m,
+  after_offset, windows) of one whole split u [T, Du], y [T, Dy].
+  """
   du, dy = data['train'].u.shape[1], data['train'].y.shape[1]
-  stateful = variants == ('stateful',)
+  stateful = tuple(variants) == ('stateful',)
   model = Model(config, du, dy, use_conditional='conditional' in variants)
   optimizer = optax.adam(cast(float, config.learning_rate))  # Set by Config.resolved().
   u_train, y_train = jnp.asarray(data['train'].u), jnp.asarray(data['train'].y)
@@ -196,7 +294,7 @@ def make_group(config: Config, data: dict[str, sysid.Signal], variants: Sequence
                      f'split ({length} steps); lower --stateful-windows.')
 
   def init(key, mc):
-    params = model.init(key)
+    params = model.init(jax.random.fold_in(key, mc.seed))
     return params, optimizer.init(params)
 
   def update(state, mc, u, y, rng, carry=None, burn_in=None):
@@ -211,7 +309,7 @@ def make_group(config: Config, data: dict[str, sysid.Signal], variants: Sequence
     return (optax.apply_updates(params, updates), opt_state), loss, final
 
   def window_epoch(state, mc, key):
-    k_perm, k_noise = jax.random.split(key)
+    k_perm, k_noise = jax.random.split(jax.random.fold_in(key, mc.seed))
     order = jax.random.permutation(k_perm, num_windows)[:steps_per_epoch * config.batch_size]
 
     def step(state, xs):
@@ -244,12 +342,17 @@ def make_group(config: Config, data: dict[str, sysid.Signal], variants: Sequence
       (state, _), loss = jax.lax.scan(step, (state, carry0), jnp.arange(walk))
       return state, jnp.mean(loss)
 
-    state, loss = jax.lax.scan(one_walk, state, jax.random.split(key, walks))
+    keys = jax.random.split(jax.random.fold_in(key, mc.seed), walks)
+    state, loss = jax.lax.scan(one_walk, state, keys)
     return state, jnp.mean(loss)
 
   def evaluate(state, mc, u, y):
     per_step, _ = model.step_losses(state[0], mc, u[None], y[None])
-    return after_burn_in(per_step, mc.burn_in), jnp.mean(per_step)
+    k = u.shape[0] // n  # The split cut into windows of N steps, each from the initial carry.
+    per_window, _ = model.step_losses(state[0], mc, u[:k * n].reshape(k, n, -1),
+                                      y[:k * n].reshape(k, n, -1))
+    return (jnp.mean(per_step), after_burn_in(per_step, mc.burn_in),
+            after_burn_in(per_step, config.offset), after_burn_in(per_window, mc.burn_in))
 
   epoch = stateful_epoch if stateful else window_epoch
   steps = (max(steps_per_epoch // walk, 1) * walk) if stateful else steps_per_epoch
@@ -258,128 +361,155 @@ def make_group(config: Config, data: dict[str, sysid.Signal], variants: Sequence
           sweep(evaluate, (0, 0, None, None)), steps)
 
 
-def run_one(config: Config, data: dict[str, sysid.Signal], *, progress: bool = True
-            ) -> list[dict[str, Any]]:
-  """Trains every (variant, m) of one (dataset, N) and evaluates it; returns one row each."""
-  config = config.resolved()
-  for m in config.burn_ins:
-    if not 0 <= m < config.window:
-      raise ValueError(f'burn-in {m} must be in [0, N - 1] = [0, {config.window - 1}].')
-  groups = [tuple(v for v in config.variants if v in WINDOWED)]
-  if 'stateful' in config.variants:
-    groups.append(('stateful',))
+# ---------------------------------------------------------------------------------------------
+# Running a group, resumably.
+
+
+def _signature(config: Config, variants: Sequence[str]) -> dict[str, Any]:
+  """What must match for a saved group (checkpoint or rows) to be reused."""
+  keep = dataclasses.asdict(config)
+  for k in ('chunk_size', 'devices'):  # How the work is laid out, not what it computes.
+    keep.pop(k)
+  return {'config': keep, 'variants': list(variants)}
+
+
+def _same_settings(saved: dict[str, Any], current: dict[str, Any]) -> bool:
+  """Equal signatures, where a setting the saved one lacks (added later) is at its default."""
+  defaults = {f.name: f.default for f in dataclasses.fields(Config)}
+  config = dict(saved['config'])
+  for k, v in current['config'].items():
+    if k not in config and v == defaults.get(k):
+      config[k] = v
+  return {'config': config, 'variants': saved['variants']} == json.loads(json.dumps(current))
+
+
+def _latest_checkpoint(folder: pathlib.Path) -> tuple[int, pathlib.Path] | None:
+  done = sorted((int(p.name.split('_')[1]), p) for p in folder.glob('epoch_*')
+                if (p / 'progress.json').exists())
+  return done[-1] if done else None
+
+
+def run_group(config: Config, data: dict[str, sysid.Signal], variants: Sequence[str], *,
+              folder: pathlib.Path | None = None, checkpoint_every: int = 0,
+              progress: bool = True) -> list[dict[str, Any]]:
+  """Trains and evaluates every (variant, m, seed) of one group; returns one row each.
+
+  With `folder`, the finished group's rows (`rows.json`) and trained state (`final/`, a
+  `training.save_checkpoint` of (params, optimiser state) with the model axis first, in the
+  order of `model_configs`) are saved there, and the rows are returned on the next call
+  instead of training again; with `checkpoint_every` > 0 the state is also saved every
+  that many epochs and a later call resumes from the last save. A folder written by other
+  settings is refused (`ValueError`), never silently mixed in.
+  """
+  signature = _signature(config, variants)
+  if folder is not None:
+    folder.mkdir(parents=True, exist_ok=True)
+    sig_file = folder / 'signature.json'
+    if sig_file.exists():
+      if not _same_settings(json.loads(sig_file.read_text()), signature):
+        raise ValueError(f'{folder} holds a run with other settings; use another --out (or '
+                         'delete the folder) to start afresh.')
+    else:
+      sig_file.write_text(json.dumps(signature, indent=1))
+    if (folder / 'rows.json').exists():
+      return json.loads((folder / 'rows.json').read_text())
   try:
     from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
   except ImportError:
     tqdm = None
-  rows = []
+  grid, mc = model_configs(config, variants)
+  init, epoch, evaluate, steps = make_group(config, data, variants)
   key = jax.random.key(config.seed)
-  for variants in [g for g in groups if g]:
-    start = time.perf_counter()
-    grid, mc = model_configs(config, variants)
-    init, epoch, evaluate, steps = make_group(config, data, variants)
-    state = init(jax.random.fold_in(key, 0), mc)
-    label = f'{config.dataset} N={config.window} {"+".join(variants)}'
-    epochs = cast(int, config.epochs)  # Set by Config.resolved().
-    bar: Any = tqdm(range(epochs), desc=label, unit='epoch',
-                    disable=None if progress else True) if tqdm else range(epochs)
-    for e in bar:
-      state, train_loss = epoch(state, mc, jax.random.fold_in(jax.random.fold_in(key, 1), e))
-      if tqdm and e % 10 == 0:
-        bar.set_postfix_str(f'train loss {float(jnp.mean(train_loss)):.4f}')
-    results = {split: evaluate(state, mc, jnp.asarray(data[split].u), jnp.asarray(data[split].y))
-               for split in sysid.SPLITS}
-    jax.block_until_ready(results)
-    seconds = time.perf_counter() - start
-    for i, (variant, m) in enumerate(grid):
-      rows.append({
-          'dataset': config.dataset, 'window': config.window, 'variant': variant, 'burn_in': m,
-          'train': float(results['train'][0][i]), 'val': float(results['val'][0][i]),
-          'test': float(results['test'][0][i]), 'test_all': float(results['test'][1][i]),
-          'final_train_loss': float(train_loss[i]), 'epochs': config.epochs,
-          'learning_rate': config.learning_rate, 'adam_steps': epochs * steps,
-          'group_seconds': seconds, 'group_models': len(grid)})
+  state = init(jax.random.fold_in(key, 0), mc)
+  first, seconds = 0, 0.0
+  latest = _latest_checkpoint(folder) if folder is not None else None
+  if latest is not None:
+    state = training.restore_checkpoint(latest[1] / 'state', like=state)
+    first, seconds = latest[0], json.loads((latest[1] / 'progress.json').read_text())['seconds']
+  state = devices.place(state, config.devices)
+  epochs = cast(int, config.epochs)  # Set by Config.resolved().
+  label = f'{config.dataset} N={config.window} {"+".join(variants)} ({len(grid)} models)'
+  start = time.perf_counter()
+  bar: Any = (tqdm(range(first, epochs), desc=label, unit='epoch', initial=first, total=epochs,
+                   disable=None if progress else True) if tqdm else range(first, epochs))
+  train_loss = jnp.zeros(len(grid))
+  for e in bar:
+    state, train_loss = epoch(state, mc, jax.random.fold_in(jax.random.fold_in(key, 1), e))
+    if tqdm and e % 10 == 0:
+      bar.set_postfix_str(f'train loss {float(jnp.mean(train_loss)):.4f}')
+    if folder is not None and checkpoint_every > 0 and (e + 1) % checkpoint_every == 0 and (
+        e + 1 < epochs):
+      target = folder / f'epoch_{e + 1:06d}'
+      if target.exists():
+        shutil.rmtree(target)
+      training.save_checkpoint(target / 'state', state)
+      (target / 'progress.json').write_text(json.dumps(
+          {'seconds': seconds + time.perf_counter() - start}))
+      for old in folder.glob('epoch_*'):
+        if old != target:
+          shutil.rmtree(old)
+  results = {split: evaluate(state, mc, jnp.asarray(data[split].u), jnp.asarray(data[split].y))
+             for split in sysid.SPLITS}
+  jax.block_until_ready(results)
+  seconds += time.perf_counter() - start
+  rows = []
+  for i, (variant, m, seed) in enumerate(grid):
+    row = {'dataset': config.dataset, 'window': config.window, 'variant': variant,
+           'burn_in': m, 'seed': seed, 'parametrization': config.parametrization,
+           'offset': config.offset}
+    for split in sysid.SPLITS:
+      for metric, value in zip(METRICS, results[split]):
+        row[f'{split}_{metric}'] = float(value[i])
+    row.update({'final_train_loss': float(train_loss[i]), 'epochs': epochs,
+                'learning_rate': config.learning_rate, 'adam_steps': epochs * steps,
+                'group_seconds': seconds, 'group_models': len(grid),
+                'resumed_at_epoch': first})
+    rows.append(row)
+  if folder is not None:
+    final = folder / 'final'   # The trained models, to evaluate them again without training.
+    if final.exists():
+      shutil.rmtree(final)
+    training.save_checkpoint(final, state)
+    (folder / 'rows.json').write_text(json.dumps(rows, indent=1))
+    for old in folder.glob('epoch_*'):
+      shutil.rmtree(old)
   return rows
 
 
-# ---------------------------------------------------------------------------------------------
-# Reporting.
+def groups_of(variants: Sequence[str]) -> list[tuple[str, ...]]:
+  """The windowed variants train as one group, stateful TBPTT as another."""
+  groups = [tuple(v for v in variants if v in WINDOWED)]
+  if 'stateful' in variants:
+    groups.append(('stateful',))
+  return [g for g in groups if g]
 
 
-def summarize(rows: list[dict[str, Any]]) -> list[str]:
-  """Best m per variant, change against zeros at m = 0, and whether carries replace burn-in."""
-  lines = []
-  by_variant: dict[str, list[dict[str, Any]]] = {}
-  for r in rows:
-    by_variant.setdefault(r['variant'], []).append(r)
-  base = next((r for r in by_variant.get('zeros', []) if r['burn_in'] == 0), None)
-  best = {}
-  for variant, rs in by_variant.items():
-    b = min(rs, key=lambda r: r['val'])
-    best[variant] = b
-    change = (f', test {100 * (b["test"] / base["test"] - 1):+.1f}% against zeros m=0'
-              if base else '')
-    lines.append(f'best m on validation for {variant}: m={b["burn_in"]} (val {b["val"]:.5f}, '
-                 f'test {b["test"]:.5f}{change})')
-  if 'zeros' in best:
-    target = best['zeros']
-    for variant in ('learned', 'noisy_learned', 'conditional', 'stateful'):
-      if variant not in by_variant:
-        continue
-      reach = sorted((r for r in by_variant[variant] if r['test'] <= target['test']),
-                     key=lambda r: r['burn_in'])
-      goal = (f'the best burn-in\'s test MSE {target["test"]:.5f} (zeros, m={target["burn_in"]}, '
-              'chosen on validation)')
-      if not reach:
-        own = min(by_variant[variant], key=lambda r: r['test'])
-        verdict = (f'NO: its lowest test MSE {own["test"]:.5f} (m={own["burn_in"]}) stays above '
-                   f'{goal}')
-      elif reach[0]['burn_in'] < target['burn_in']:
-        verdict = (f'YES: it reaches {goal} already at m={reach[0]["burn_in"]} '
-                   f'({reach[0]["test"]:.5f})')
-      else:
-        same = reach[0]['burn_in'] == target['burn_in']
-        verdict = (f'{"WITH THE SAME" if same else "ONLY WITH MORE"}: it first reaches {goal} '
-                   f'at m={reach[0]["burn_in"]} ({reach[0]["test"]:.5f})')
-      lines.append(f'does {variant} reach the best burn-in with less burn-in? {verdict}')
-  return lines
+def run_one(config: Config, data: dict[str, sysid.Signal], *, out: pathlib.Path | None = None,
+            checkpoint_every: int = 0, progress: bool = True) -> list[dict[str, Any]]:
+  """Trains every (variant, m, seed) of one (dataset, N) and evaluates it; one row each."""
+  config = config.resolved()
+  for m in cast(tuple[int, ...], config.burn_ins):
+    if not 0 <= m < config.window:
+      raise ValueError(f'burn-in {m} must be in [0, N - 1] = [0, {config.window - 1}].')
+  rows = []
+  for variants in groups_of(config.variants):
+    folder = None if out is None else out / 'runs' / (
+        f'{config.dataset}_N{config.window}_{"+".join(variants)}')
+    rows += run_group(config, data, variants, folder=folder, checkpoint_every=checkpoint_every,
+                      progress=progress)
+  return rows
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-  base = {(r['dataset'], r['window']): r['test'] for r in rows
-          if r['variant'] == 'zeros' and r['burn_in'] == 0}
-  head = (f'{"variant":<15}{"m":>5}{"train":>11}{"val":>11}{"test":>11}{"test_all":>11}'
-          f'{"vs zeros m=0":>14}')
-  lines = [head]
-  for r in rows:
-    b = base.get((r['dataset'], r['window']))
-    change = f'{100 * (r["test"] / b - 1):+.1f}%' if b else ''
-    lines.append(f'{r["variant"]:<15}{r["burn_in"]:>5}{r["train"]:>11.5f}{r["val"]:>11.5f}'
-                 f'{r["test"]:>11.5f}{r["test_all"]:>11.5f}{change:>14}')
-  return '\n'.join(lines)
-
-
-def plot(rows: list[dict[str, Any]], path: pathlib.Path) -> None:
-  # Figures without pyplot: no backend switch, so a notebook's inline plots stay on.
-  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
-
-  fig = Figure(figsize=(7, 4.5))
-  ax = fig.subplots()
-  for i, variant in enumerate(dict.fromkeys(r['variant'] for r in rows)):
-    rs = sorted((r for r in rows if r['variant'] == variant), key=lambda r: r['burn_in'])
-    ax.plot([r['burn_in'] for r in rs], [r['test'] for r in rs], marker='o',
-            linestyle=['-', '--', ':', '-.'][i % 4], label=variant)
-  r0 = rows[0]
-  ax.set_yscale('log')
-  ax.set_xlabel('burn-in m (steps left out of the loss)')
-  ax.set_ylabel('test MSE (scaled outputs, steps t >= m)')
-  ax.set_title(f'{r0["dataset"]}, window N={r0["window"]}, {r0["epochs"]} epochs')
-  ax.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
+def _parse_burn_ins(text: str) -> tuple[int | str, ...]:
+  out: list[int | str] = []
+  for token in (t.strip() for t in text.split(',') if t.strip()):
+    out.append(token if token in ('grid', 'mstar') else int(token))
+  return tuple(out)
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+  from initstate.studies import burn_in_report  # pylint: disable=g-import-not-at-top
+
   d = Config()
   p = argparse.ArgumentParser(
       prog='python -m initstate.studies.burn_in',
@@ -390,8 +520,18 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                  help=f'comma-separated, from {",".join(sysid.DATASETS)}')
   p.add_argument('--window', default='100', help='comma-separated window lengths N')
   p.add_argument('--burn-in', default='',
-                 help='comma-separated m values (default: 0, .2N, .4N, .6N, .8N, .94N)')
+                 help='comma-separated m values; "grid" adds the paper\'s grid (20 values for '
+                      'N=100, 30 for N=200), "mstar" the paper\'s published m* (default: 0, '
+                      '.2N, .4N, .6N, .8N, .94N)')
   p.add_argument('--variants', default=','.join(VARIANTS), help=f'from {",".join(VARIANTS)}')
+  p.add_argument('--parametrization', default=d.parametrization, choices=PARAMETRIZATIONS,
+                 help='initial weights: PyTorch\'s nn.LSTM / nn.Linear (the paper) or '
+                      'initstate.lstm\'s defaults')
+  p.add_argument('--select', default='paper', choices=burn_in_report.SELECTIONS,
+                 help='how m* is chosen: paper (min of 0.7 train + 0.3 val MSE over every '
+                      'step, Silverbox m <= 95) or val (min of val MSE over t >= m)')
+  p.add_argument('--seeds', type=int, default=d.seeds,
+                 help='seeds (initial weights, shuffling and noise), trained together')
   p.add_argument('--epochs', type=int, default=None,
                  help='default: the published value (400; 1500 for rlc)')
   p.add_argument('--learning-rate', type=float, default=None,
@@ -405,11 +545,18 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                  help='models vectorised together; 0: all at once (see training.sweep)')
   p.add_argument('--devices', type=int, default=0,
                  help='devices to split the models across (0: one CPU device per core)')
+  p.add_argument('--checkpoint-every', type=int, default=25,
+                 help='save each group\'s state every this many epochs (0: never); the same '
+                      'command run again resumes from the last save')
   p.add_argument('--out', default='initstate-results/burn_in', help='output folder')
   p.add_argument('--no-progress', action='store_true')
   args = p.parse_args(argv)
   if args.chunk_size < 0:
     p.error('--chunk-size must be >= 0')
+  if args.seeds < 1:
+    p.error('--seeds must be >= 1')
+  if args.checkpoint_every < 0:
+    p.error('--checkpoint-every must be >= 0')
   try:
     num_devices = devices.setup(args.devices)
   except ValueError as e:
@@ -417,9 +564,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
   split = lambda s: [x.strip() for x in s.split(',') if x.strip()]
   try:
     datasets, windows = split(args.dataset), [int(w) for w in split(args.window)]
-    burn_ins = tuple(int(m) for m in split(args.burn_in))
+    burn_ins = _parse_burn_ins(args.burn_in)
   except ValueError as e:
-    p.error(str(e))
+    p.error(f'--window and --burn-in take integers (and "grid", "mstar"): {e}')
   variants = tuple(split(args.variants))
   for name in datasets:
     if name not in sysid.DATASETS:
@@ -436,28 +583,24 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     data, _ = sysid.load(name)
     for window in windows:
       config = Config(dataset=name, window=window, burn_ins=burn_ins, variants=variants,
-                      hidden_size=args.hidden_size, batch_size=args.batch_size,
-                      epochs=args.epochs, learning_rate=args.learning_rate, noise=args.noise,
-                      stateful_windows=args.stateful_windows, seed=args.seed,
+                      parametrization=args.parametrization, hidden_size=args.hidden_size,
+                      batch_size=args.batch_size, epochs=args.epochs,
+                      learning_rate=args.learning_rate, noise=args.noise,
+                      stateful_windows=args.stateful_windows, seed=args.seed, seeds=args.seeds,
                       chunk_size=args.chunk_size or None, devices=num_devices)
       try:
-        rows = run_one(config, data, progress=not args.no_progress)
+        rows = run_one(config, data, out=out, checkpoint_every=args.checkpoint_every,
+                       progress=not args.no_progress)
       except ValueError as e:
         p.error(str(e))
-      r0 = rows[0]
-      groups = dict.fromkeys((r['variant'] == 'stateful', r['group_seconds'],
-                              r['group_models']) for r in rows)
-      timing = '; '.join(f'{"stateful" if s else "windowed"} group: {sec:.1f} s for {k} models'
-                         for s, sec, k in groups)
-      text = '\n'.join([
-          f'== {name}, N={window}: {r0["epochs"]} epochs ({r0["adam_steps"]} Adam steps), '
-          f'lr {r0["learning_rate"]:g}, H={args.hidden_size}, batch {args.batch_size}, '
-          f'seed {args.seed}. MSE on scaled outputs; wall-clock {timing}.',
-          format_table(rows), *summarize(rows), ''])
+      text = burn_in_report.report(rows, select=args.select)
       print(text)
       report.append(text)
-      plot(rows, out / f'{name}_N{window}_test_mse.png')
+      burn_in_report.plot(rows, out / f'{name}_N{window}_test_mse.png')
       all_rows += rows
+  paper = burn_in_report.paper_table(all_rows, select=args.select)
+  print(paper)
+  report.append(paper)
   with open(out / 'results.csv', 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=list(all_rows[0]))
     writer.writeheader()
@@ -467,7 +610,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
           argv if argv is not None else sys.argv[1:]),
       'machine': f'{platform.machine()} {os.cpu_count()} cpu, jax {jax.__version__}, '
                  f'backend {jax.default_backend()}',
-      'rows': all_rows, 'report': '\n'.join(report)}, indent=1))
+      'select': args.select, 'rows': all_rows, 'report': '\n'.join(report)}, indent=1))
   print(f'Wrote {out}/results.csv, results.json and one PNG per dataset and N.')
   return all_rows
 

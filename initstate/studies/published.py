@@ -9,7 +9,6 @@ study's data loading, scaling and whole-split evaluation can be checked against 
 """
 
 import collections
-import csv
 import functools
 import importlib.resources
 import io
@@ -25,7 +24,7 @@ from initstate import convert
 from initstate.studies import burn_in
 from initstate.studies import sysid
 
-FOLDER = ('data', 'sysid', 'published_models')
+FOLDER = sysid.PUBLISHED_FOLDER
 # (dataset, N, m) -> file name; the paper's dataset names are sysid's.
 MODELS = {
     ('rlc', 100, 0): 'rlc_model_N100_m0_stateless',
@@ -102,13 +101,7 @@ def load_model(dataset: str, window: int, burn_in_steps: int) -> dict[str, np.nd
 
 def table(dataset: str) -> list[dict[str, float]]:
   """The published result rows for N <= 200 (MSE x 100 on standardised outputs)."""
-  name = {'wienerhammerstein': 'table_wienerhammerstein.csv', 'rlc': 'table_rlc.csv',
-          'silverbox': 'table_silverbox.csv'}.get(dataset)
-  if name is None:
-    raise ValueError(f'unknown dataset {dataset!r}; choose from rlc, silverbox, '
-                     'wienerhammerstein.')
-  rows = csv.DictReader(io.StringIO(_file(name).read_text()))
-  return [{k: float(v) for k, v in row.items()} for row in rows]
+  return sysid.published_table(dataset)
 
 
 # The released RLC models predict the two outputs in the order (CSV row 3, CSV row 2); the study
@@ -117,14 +110,18 @@ def table(dataset: str) -> list[dict[str, float]]:
 OUTPUT_ORDER = {'rlc': (1, 0)}
 
 
-def study_params(state: dict[str, np.ndarray], model: burn_in.Model,
-                 dataset: str) -> dict[str, Any]:
-  """A released state dict as params of the burn-in study's `Model` (zero initial carry)."""
+def study_params(state: dict[str, np.ndarray], model: burn_in.Model, dataset: str, *,
+                 separate_biases: bool = True) -> dict[str, Any]:
+  """A released state dict as params of the burn-in study's `Model` (zero initial carry).
+
+  The two LSTM biases stay separate (the study's default, PyTorch-style parametrization) or,
+  with `separate_biases=False`, are summed (`parametrization='initstate'`).
+  """
   order = list(OUTPUT_ORDER.get(dataset, range(state['fc.bias'].shape[0])))
   return {
-      'cell': convert.lstm_params_from_torch(state['lstm.weight_ih_l0'],
-                                             state['lstm.weight_hh_l0'],
-                                             state['lstm.bias_ih_l0'], state['lstm.bias_hh_l0']),
+      'cell': convert.lstm_params_from_torch(
+          state['lstm.weight_ih_l0'], state['lstm.weight_hh_l0'], state['lstm.bias_ih_l0'],
+          state['lstm.bias_hh_l0'], separate_biases=separate_biases),
       'readout': {'kernel': jnp.asarray(state['fc.weight'][order].T),
                   'bias': jnp.asarray(state['fc.bias'][order])},
       # The learned-carry slot of the study's model; `evaluate` scales it by 0 (zero carry).
@@ -149,8 +146,7 @@ def evaluate(dataset: str, window: int, burn_in_steps: int, split: str = 'test')
                           variants=('zeros',)).resolved()
   model = burn_in.Model(config, signal.u.shape[1], signal.y.shape[1], use_conditional=False)
   params = study_params(load_model(dataset, window, burn_in_steps), model, dataset)
-  mc = burn_in.ModelConfig(burn_in=jnp.int32(0), learned=jnp.float32(0.0),
-                           noise=jnp.float32(0.0), conditional=jnp.bool_(False))
+  mc = burn_in.zero_carry_config()
   per_step, _ = model.step_losses(params, mc, jnp.asarray(signal.u)[None],
                                   jnp.asarray(signal.y)[None])
   return 100.0 * float(jnp.mean(per_step))

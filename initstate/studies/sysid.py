@@ -7,7 +7,9 @@ performance" (ICLR 2026). Scaling follows their code: a standard scaler (zero me
 variance, population std) fitted on the training split, for u and y separately.
 """
 
+import csv
 import importlib.resources
+import io
 from typing import NamedTuple
 
 import numpy as np
@@ -80,3 +82,20 @@ def gather_windows(x, starts, window: int):
   """Windows x[s : s + window] for each start s: [T, D], [B] -> [B, window, D] (numpy or jax)."""
   index = starts[:, None] + np.arange(window)[None, :]
   return x[index]
+
+
+PUBLISHED_FOLDER = ('data', 'sysid', 'published_models')
+
+
+def published_table(name: str) -> list[dict[str, float]]:
+  """The burn-in paper's result rows for N <= 200 (MSE x 100 on standardised outputs).
+
+  Columns: `N`, `m_star` (their chosen burn-in), `m0 train`, `m_star train`, `m0 test`,
+  `m_star test`, ... (see `published_models/README.md`).
+  """
+  if name not in DATASETS:
+    raise ValueError(f'unknown dataset {name!r}; choose from {sorted(DATASETS)}.')
+  path = importlib.resources.files('initstate.studies').joinpath(
+      *PUBLISHED_FOLDER, f'table_{name}.csv')
+  rows = csv.DictReader(io.StringIO(path.read_text()))
+  return [{k: float(v) for k, v in row.items()} for row in rows]
