@@ -376,6 +376,31 @@ class ResumeTest(absltest.TestCase):
         self._run(folder, epochs=5)
 
 
+  def test_commands_share_saved_variants(self):
+    data, _ = sysid.load('rlc')
+    data = {k: sysid.Signal(v.u[:300], v.y[:300]) for k, v in data.items()}
+    config = burn_in.Config(dataset='rlc', window=20, burn_ins=(0, 5), hidden_size=4,
+                            batch_size=100, epochs=1, variants=('zeros',))
+    with tempfile.TemporaryDirectory() as tmp:
+      first = burn_in.run_one(config, data, out=pathlib.Path(tmp), progress=False)
+      trained = []
+      real = burn_in.make_group
+
+      def record(config, data, variants):
+        trained.append(tuple(variants))
+        return real(config, data, variants)
+
+      with mock.patch.object(burn_in, 'make_group', record):
+        both = burn_in.run_one(dataclasses.replace(config, variants=('zeros', 'learned')),
+                               data, out=pathlib.Path(tmp), progress=False)
+      self.assertEqual(trained, [('learned',)])   # zeros was read back, not trained again.
+      self.assertEqual(both[:2], first)
+      self.assertEqual([r['variant'] for r in both[2:]], ['learned'] * 2)
+      with self.assertRaisesRegex(ValueError, 'other settings'):
+        burn_in.run_one(dataclasses.replace(config, hidden_size=5), data,
+                        out=pathlib.Path(tmp), progress=False)
+
+
 class EndToEndTest(absltest.TestCase):
 
   @pytest.mark.slow   # An end-to-end study: every variant trained and evaluated.
@@ -408,8 +433,8 @@ class EndToEndTest(absltest.TestCase):
       self.assertIn('--window 20', saved['command'])
       self.assertEqual(saved['select'], 'paper')
       self.assertLen(list(csv.DictReader(open(tmp / 'results.csv'))), 20)
-      self.assertTrue((tmp / 'runs' / 'rlc_N20_zeros+learned+noisy_learned+conditional' /
-                       'rows.json').exists())
+      for variant in burn_in.VARIANTS:   # One saved group per variant.
+        self.assertTrue((tmp / 'runs' / f'rlc_N20_{variant}' / 'rows.json').exists())
 
   def test_bad_options(self):
     with contextlib.redirect_stderr(io.StringIO()):

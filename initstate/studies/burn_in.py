@@ -31,8 +31,8 @@ training loss on held-out data, which tells a model that only predicts well a fe
 its initial carry from one that simulates well).
 
 `--seeds K` trains K seeds (each its own initial weights, shuffling and noise; within a seed
-every m and variant shares them). All models of one variant group (every variant x m x seed)
-train at once as one sweep (`initstate.training.sweep`: chunks of `--chunk-size` models, split
+every m and variant shares them). All models of one variant (every m x seed) train at once as
+one sweep (`initstate.training.sweep`: chunks of `--chunk-size` models, split
 across `--devices`, by default one CPU device per core); one epoch is one compiled `lax.scan`
 over its batches. Runs are resumable: every `--checkpoint-every` epochs the group's state is
 saved in the output folder, and a finished group's rows and trained models are kept there, so
@@ -368,15 +368,19 @@ def make_group(config: Config, data: dict[str, sysid.Signal], variants: Sequence
 def _signature(config: Config, variants: Sequence[str]) -> dict[str, Any]:
   """What must match for a saved group (checkpoint or rows) to be reused."""
   keep = dataclasses.asdict(config)
-  for k in ('chunk_size', 'devices'):  # How the work is laid out, not what it computes.
+  for k in _NOT_COMPARED:
     keep.pop(k)
   return {'config': keep, 'variants': list(variants)}
+
+
+# How the work is laid out, not what a group computes (the group's own variants are compared).
+_NOT_COMPARED = ('chunk_size', 'devices', 'variants')
 
 
 def _same_settings(saved: dict[str, Any], current: dict[str, Any]) -> bool:
   """Equal signatures, where a setting the saved one lacks (added later) is at its default."""
   defaults = {f.name: f.default for f in dataclasses.fields(Config)}
-  config = dict(saved['config'])
+  config = {k: v for k, v in saved['config'].items() if k not in _NOT_COMPARED}
   for k, v in current['config'].items():
     if k not in config and v == defaults.get(k):
       config[k] = v
@@ -476,12 +480,10 @@ def run_group(config: Config, data: dict[str, sysid.Signal], variants: Sequence[
   return rows
 
 
-def groups_of(variants: Sequence[str]) -> list[tuple[str, ...]]:
-  """The windowed variants train as one group, stateful TBPTT as another."""
-  groups = [tuple(v for v in variants if v in WINDOWED)]
-  if 'stateful' in variants:
-    groups.append(('stateful',))
-  return [g for g in groups if g]
+def groups_of(variants: Sequence[str]) -> list[tuple[str]]:
+  """One group (one sweep, one saved folder) per variant, so that runs of different commands
+  that share a variant, its m values and seeds reuse each other's saved groups."""
+  return [(v,) for v in dict.fromkeys(variants)]
 
 
 def run_one(config: Config, data: dict[str, sysid.Signal], *, out: pathlib.Path | None = None,
