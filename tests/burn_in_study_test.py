@@ -263,7 +263,8 @@ def _rows(dataset, window, values):
     rows.append({'dataset': dataset, 'window': window, 'variant': 'zeros', 'burn_in': m,
                  'seed': seed, 'train_all': train, 'val_all': val, 'test_all': test,
                  'val_after_m': val * (2.0 if m == 0 else 0.5), 'test_after_m': test,
-                 'test_after_offset': test, 'test_windows': test, 'offset': 200})
+                 'test_after_offset': test, 'test_windows': test, 'offset': 200,
+                 'group_seconds': 10.0, 'group_models': 2})
   return rows
 
 
@@ -314,6 +315,7 @@ class ReportTest(absltest.TestCase):
     self.assertLen(lines, 1)
     self.assertIn('YES: it reaches', lines[0])
     self.assertIn('at m=0', lines[0])
+    self.assertIn('cost: 5 s per model (zeros: 5 s per model)', lines[0])
     worse = [dict(r, variant='conditional', test_after_offset=0.9) for r in learned]
     self.assertIn('NO:', burn_in_report.beyond_paper(rows + worse)[0])
 
@@ -423,6 +425,12 @@ class EndToEndTest(absltest.TestCase):
         self.assertEqual(r['epochs'], 1)
         self.assertEqual(r['learning_rate'], 3e-4)  # The published RLC value.
         self.assertEqual(r['parametrization'], 'pytorch')
+        # H = 4, Du = 1, Dy = 2: LSTM 4 * 4 * (1 + 4) + 2 * 16 biases, read-out 4 * 2 + 2;
+        # a learned carry adds 2 * 4; the initializer network reads 5 steps of (u, y).
+        base = 16 * 5 + 32 + 10
+        self.assertEqual(r['num_params'], {
+            'learned': base + 8, 'noisy_learned': base + 8,
+            'conditional': base + (15 * 32 + 32) + (32 * 8 + 8)}.get(r['variant'], base))
       for line in ('m* of zeros (0.7 train + 0.3 val', 'does learned reach the best burn-in',
                    'does conditional reach', 'does stateful reach', '== rlc, N=20',
                    "== The paper's table", 'publishes no row'):

@@ -460,7 +460,7 @@ def run_group(config: Config, data: dict[str, sysid.Signal], variants: Sequence[
   for i, (variant, m, seed) in enumerate(grid):
     row = {'dataset': config.dataset, 'window': config.window, 'variant': variant,
            'burn_in': m, 'seed': seed, 'parametrization': config.parametrization,
-           'offset': config.offset}
+           'offset': config.offset, 'num_params': num_params(state[0], variant)}
     for split in sysid.SPLITS:
       for metric, value in zip(METRICS, results[split]):
         row[f'{split}_{metric}'] = float(value[i])
@@ -478,6 +478,14 @@ def run_group(config: Config, data: dict[str, sysid.Signal], variants: Sequence[
     for old in folder.glob('epoch_*'):
       shutil.rmtree(old)
   return rows
+
+
+def num_params(params: dict[str, Any], variant: str) -> int:
+  """Trained parameters of one model of `variant` (params with the model axis first): the LSTM
+  and read-out, plus the learned carry or the initializer network where the variant uses it."""
+  used = ['cell', 'readout'] + (['carry'] if variant in ('learned', 'noisy_learned') else []) + (
+      ['init_net'] if variant == 'conditional' else [])
+  return sum(int(x[0].size) for k in used for x in jax.tree.leaves(params[k]))
 
 
 def groups_of(variants: Sequence[str]) -> list[tuple[str]]:

@@ -126,8 +126,16 @@ def beyond_paper(rows: Sequence[Row]) -> list[str]:
     else:
       verdict = (f'{"WITH THE SAME" if reach[0] == best_m else "ONLY WITH MORE"} burn-in: it '
                  f'first reaches {goal} at m={reach[0]} ({own[reach[0]]:.5f})')
-    lines.append(f'does {variant} reach the best burn-in with less burn-in? {verdict}')
+    lines.append(f'does {variant} reach the best burn-in with less burn-in? {verdict}; '
+                 f'cost: {_cost(rows, variant)} (zeros: {_cost(rows, "zeros")})')
   return lines
+
+
+def _cost(rows: Sequence[Row], variant: str) -> str:
+  """Trained parameters and wall-clock seconds per model of a variant."""
+  r = next(r for r in rows if r['variant'] == variant)
+  params = f'{r["num_params"]} parameters, ' if 'num_params' in r else ''
+  return f'{params}{r["group_seconds"] / r["group_models"]:.0f} s per model'
 
 
 def paper_table(rows: Sequence[Row], select: str = 'paper') -> str:
