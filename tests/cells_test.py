@@ -28,9 +28,17 @@ FLAX_CASES = (
 )
 
 
+def _flat(seed):
+  """(1, (2, 3)) -> (1, 2, 3): NumPy's SeedSequence takes a flat sequence of ints only."""
+  return (seed,) if isinstance(seed, int) else tuple(i for s in seed for i in _flat(s))
+
+
 def _normal(seed, shape, scale=1.0):
-  """Random float32 data from NumPy: no JAX compilation per new shape, so the tests stay fast."""
-  return jnp.asarray(scale * np.random.default_rng(seed).standard_normal(shape), F32)
+  """Random float32 data from NumPy: no JAX compilation per new shape, so the tests stay fast.
+
+  `seed` is an int or a nested tuple of ints (flattened; NumPy 2.5 refuses nested seeds).
+  """
+  return jnp.asarray(scale * np.random.default_rng(_flat(seed)).standard_normal(shape), F32)
 
 
 def _random_like(tree, seed, scale=0.5):
