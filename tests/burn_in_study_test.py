@@ -304,6 +304,10 @@ class ReportTest(absltest.TestCase):
     self.assertIn('m*=[110]', line('our m* (paper)', 'test'))
     rows = _rows('rlc', 200, {(0, 0): (0.01, 0.01, 0.0140)})
     self.assertIn('not run', burn_in_report.paper_table(rows))
+    # A setting asked for but not finished is listed as such, with the paper's figures.
+    partial = burn_in_report.paper_table(rows, settings=[('rlc', 200), ('silverbox', 100)])
+    self.assertIn('silverbox          100  NOT RUN', partial)
+    self.assertIn('m* = 94 test 0.00142', partial)
     self.assertIn('publishes no row', burn_in_report.paper_table(_rows('rlc', 20, {
         (0, 0): (1.0, 1.0, 1.0)})))
 
@@ -404,6 +408,27 @@ class ResumeTest(absltest.TestCase):
 
 
 class EndToEndTest(absltest.TestCase):
+
+  @pytest.mark.slow   # One tiny training, then a report of it.
+  def test_report_only_reports_the_finished_part_and_lists_the_rest(self):
+    argv = ['--dataset', 'rlc', '--window', '20', '--burn-in', '0,5', '--epochs', '1',
+            '--hidden-size', '4', '--no-progress']
+    with tempfile.TemporaryDirectory() as tmp:
+      with contextlib.redirect_stdout(io.StringIO()):
+        burn_in.main(argv + ['--variants', 'zeros', '--out', tmp])
+      out = io.StringIO()
+      with contextlib.redirect_stdout(out), mock.patch.object(
+          burn_in, 'make_group', side_effect=AssertionError('trained')):
+        rows = burn_in.main(argv + ['--variants', 'zeros,learned', '--out', tmp,
+                                    '--report-only'])
+      self.assertEqual({r['variant'] for r in rows}, {'zeros'})
+      self.assertIn('NOT FINISHED', out.getvalue())
+      self.assertIn('rlc N=20 learned', out.getvalue())
+      saved = json.loads((pathlib.Path(tmp) / 'results.json').read_text())
+      self.assertEqual(saved['not_finished'], ['rlc N=20 learned'])
+      with contextlib.redirect_stdout(io.StringIO()):
+        self.assertEqual(burn_in.main(argv + ['--variants', 'stateful', '--out', tmp,
+                                              '--report-only']), [])
 
   @pytest.mark.slow   # An end-to-end study: every variant trained and evaluated.
   def test_tiny_run_of_every_variant(self):

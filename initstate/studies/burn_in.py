@@ -495,16 +495,25 @@ def groups_of(variants: Sequence[str]) -> list[tuple[str]]:
 
 
 def run_one(config: Config, data: dict[str, sysid.Signal], *, out: pathlib.Path | None = None,
-            checkpoint_every: int = 0, progress: bool = True) -> list[dict[str, Any]]:
-  """Trains every (variant, m, seed) of one (dataset, N) and evaluates it; one row each."""
+            checkpoint_every: int = 0, progress: bool = True,
+            report_only: bool = False) -> list[dict[str, Any]]:
+  """Trains every (variant, m, seed) of one (dataset, N) and evaluates it; one row each.
+
+  With `report_only`, trains nothing: returns the rows of the variants already finished in
+  `out` (an unfinished or never started variant contributes no rows).
+  """
   config = config.resolved()
   for m in cast(tuple[int, ...], config.burn_ins):
     if not 0 <= m < config.window:
       raise ValueError(f'burn-in {m} must be in [0, N - 1] = [0, {config.window - 1}].')
+  if report_only and out is None:
+    raise ValueError('report_only reads finished runs from `out`; give it.')
   rows = []
   for variants in groups_of(config.variants):
     folder = None if out is None else out / 'runs' / (
         f'{config.dataset}_N{config.window}_{"+".join(variants)}')
+    if report_only and not (cast(pathlib.Path, folder) / 'rows.json').exists():
+      continue
     rows += run_group(config, data, variants, folder=folder, checkpoint_every=checkpoint_every,
                       progress=progress)
   return rows
@@ -559,6 +568,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                  help='save each group\'s state every this many epochs (0: never); the same '
                       'command run again resumes from the last save')
   p.add_argument('--out', default='initstate-results/burn_in', help='output folder')
+  p.add_argument('--report-only', action='store_true',
+                 help='train nothing: report the finished part of this command\'s runs in '
+                      '--out and list what is not finished')
   p.add_argument('--no-progress', action='store_true')
   args = p.parse_args(argv)
   if args.chunk_size < 0:
@@ -588,7 +600,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     p.error('--epochs must be positive')
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
-  all_rows, report = [], []
+  all_rows, report, missing = [], [], []
   for name in datasets:
     data, _ = sysid.load(name)
     for window in windows:
@@ -600,17 +612,28 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                       chunk_size=args.chunk_size or None, devices=num_devices)
       try:
         rows = run_one(config, data, out=out, checkpoint_every=args.checkpoint_every,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, report_only=args.report_only)
       except ValueError as e:
         p.error(str(e))
+      done = {r['variant'] for r in rows}
+      missing += [f'{name} N={window} {v}' for v in variants if v not in done]
+      if not rows:
+        continue
       text = burn_in_report.report(rows, select=args.select)
       print(text)
       report.append(text)
       burn_in_report.plot(rows, out / f'{name}_N{window}_test_mse.png')
       all_rows += rows
-  paper = burn_in_report.paper_table(all_rows, select=args.select)
+  paper = burn_in_report.paper_table(all_rows, select=args.select,
+                                     settings=[(d, w) for d in datasets for w in windows])
+  if missing:
+    paper += ('NOT FINISHED (this report covers only the rest; the same command without '
+              '--report-only resumes them): ' + '; '.join(missing) + '\n')
   print(paper)
   report.append(paper)
+  if not all_rows:
+    print(f'No finished runs in {out} yet.')
+    return []
   with open(out / 'results.csv', 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=list(all_rows[0]))
     writer.writeheader()
@@ -620,7 +643,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
           argv if argv is not None else sys.argv[1:]),
       'machine': f'{platform.machine()} {os.cpu_count()} cpu, jax {jax.__version__}, '
                  f'backend {jax.default_backend()}',
-      'select': args.select, 'rows': all_rows, 'report': '\n'.join(report)}, indent=1))
+      'select': args.select, 'not_finished': missing, 'rows': all_rows,
+      'report': '\n'.join(report)}, indent=1))
   print(f'Wrote {out}/results.csv, results.json and one PNG per dataset and N.')
   return all_rows
 

@@ -138,19 +138,32 @@ def _cost(rows: Sequence[Row], variant: str) -> str:
   return f'{params}{r["group_seconds"] / r["group_models"]:.0f} s per model'
 
 
-def paper_table(rows: Sequence[Row], select: str = 'paper') -> str:
-  """Our zero-carry models beside the paper's table: m = 0, the paper's m*, and our m*."""
+def paper_table(rows: Sequence[Row], select: str = 'paper',
+                settings: Sequence[tuple[str, int]] = ()) -> str:
+  """Our zero-carry models beside the paper's table: m = 0, the paper's m*, and our m*.
+
+  `settings` lists the (dataset, N) the run was asked for; those without finished zero-carry
+  rows are printed as not run, so that a partial table never reads as complete.
+  """
   zeros = [r for r in rows if r['variant'] == 'zeros']
-  if not zeros:
+  if not zeros and not settings:
     return ''
   chosen = select_m(zeros, select)
   lines = ['== The paper\'s table (Schiller et al., ICLR 2026; MSE on scaled outputs, every '
            'step; theirs one run, ours median [min, max] over seeds)', RULE,
            f'{"dataset":<18}{"N":>4}  {"m":<22}{"split":<6}{"paper":>9}  {"ours":<28}verdict']
-  for (dataset, window), rs in _group(zeros, 'dataset', 'window').items():
+  by_setting = _group(zeros, 'dataset', 'window')
+  for key in settings:
+    by_setting.setdefault(tuple(key), [])
+  for (dataset, window), rs in by_setting.items():
     published = [t for t in sysid.published_table(dataset) if t['N'] == window]
     if not published:
       lines.append(f'{dataset:<18}{window:>4}  the paper publishes no row for this N')
+      continue
+    if not rs:
+      lines.append(f'{dataset:<18}{window:>4}  NOT RUN (no finished zero-carry models): '
+                   f'the paper\'s m0 test {published[0]["m0 test"] / 100:.5f}, m* = '
+                   f'{int(published[0]["m_star"])} test {published[0]["m_star test"] / 100:.5f}')
       continue
     t = published[0]
     m_star = int(t['m_star'])
