@@ -627,8 +627,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
   paper = burn_in_report.paper_table(all_rows, select=args.select,
                                      settings=[(d, w) for d in datasets for w in windows])
   if missing:
-    paper += ('NOT FINISHED (this report covers only the rest; the same command without '
-              '--report-only resumes them): ' + '; '.join(missing) + '\n')
+    paper += ('NOT FINISHED, left out of this report (the same command without --report-only '
+              'trains them, resuming where it stopped): ' + '; '.join(missing) + '\n')
   print(paper)
   report.append(paper)
   if not all_rows:
