@@ -197,7 +197,7 @@ def _pytorch_init(key: PRNGKey, input_size: int, hidden_size: int, gates: int,
 
 def lstm_bias(params: Params, fn: str = 'lstm') -> Array:
   """The LSTM's gate bias [4H]: `params['b']`, or `b_i + b_h` for two separate biases."""
-  if isinstance(params, Mapping) and 'b' not in params and {'b_i', 'b_h'} <= set(params):
+  if 'b_i' in lstm_param_keys(params):
     return params['b_i'] + params['b_h']
   if not isinstance(params, Mapping) or 'b' not in params:
     got = sorted(params) if isinstance(params, Mapping) else type(params).__name__

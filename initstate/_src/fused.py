@@ -30,7 +30,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from initstate._src.cells import BoundCell
+from initstate._src.cells import BoundCell, lstm_bias
 from initstate._src.types import Array
 
 # `implementation='auto'` fuses only layers at least this wide: below it the per-step overhead
@@ -302,8 +302,7 @@ def _layer(kind: str, params: Any, xs: Array, carry: Any, valid: Array | None,
   has_valid, has_reset = valid is not None, reset is not None
   if kind == 'lstm':
     if 'b' not in params:  # Two separate biases (PyTorch's layout): their sum, outside the VJP.
-      params = {'w_i': params['w_i'], 'w_h': params['w_h'],
-                'b': params['b_i'] + params['b_h']}
+      params = {'w_i': params['w_i'], 'w_h': params['w_h'], 'b': lstm_bias(params)}
     rh, rc = (reset_carry.h, reset_carry.c) if has_reset else (None, None)
     hs, cs = _lstm_op(has_valid, has_reset, all_carries)(params, xs, carry.h, carry.c, valid,
                                                          reset, rh, rc)

@@ -71,7 +71,7 @@ def report(rows: Sequence[Row], select: str = 'paper') -> str:
       f'{"+".join(sorted({r["variant"] for r in rs}))}: {rs[0]["group_seconds"]:.0f} s for '
       f'{rs[0]["group_models"]} models' + (
           f' (resumed at epoch {rs[0]["resumed_at_epoch"]})' if rs[0]['resumed_at_epoch'] else '')
-      for rs in _group(rows, 'group_seconds').values())
+      for rs in _group(rows, 'variant').values())
   lines = [
       f'== {r0["dataset"]}, N={r0["window"]}: {r0["epochs"]} epochs ({r0["adam_steps"]} Adam '
       f'steps), lr {r0["learning_rate"]:g}, {r0["parametrization"]} parametrization, '
