@@ -382,29 +382,75 @@ class ResumeTest(absltest.TestCase):
         self._run(folder, epochs=5)
 
 
-  def test_commands_share_saved_variants(self):
+  def test_commands_share_saved_models(self):
+    """Finished groups serve later commands by variant, m and seed; only the rest trains."""
     data, _ = sysid.load('rlc')
     data = {k: sysid.Signal(v.u[:300], v.y[:300]) for k, v in data.items()}
     config = burn_in.Config(dataset='rlc', window=20, burn_ins=(0, 5), hidden_size=4,
-                            batch_size=100, epochs=1, variants=('zeros',))
+                            batch_size=100, epochs=1, variants=('zeros',), seeds=2)
     with tempfile.TemporaryDirectory() as tmp:
-      first = burn_in.run_one(config, data, out=pathlib.Path(tmp), progress=False)
+      runs = pathlib.Path(tmp) / 'shared'
+      first = burn_in.run_one(config, data, out=pathlib.Path(tmp) / 'a', runs=runs,
+                              progress=False)
+      self.assertEqual([p.name for p in runs.iterdir()], ['rlc_N20_zeros_m0-5_s2'])
       trained = []
       real = burn_in.make_group
 
       def record(config, data, variants):
-        trained.append(tuple(variants))
+        trained.append((tuple(variants), config.burn_ins, config.seeds))
         return real(config, data, variants)
 
       with mock.patch.object(burn_in, 'make_group', record):
-        both = burn_in.run_one(dataclasses.replace(config, variants=('zeros', 'learned')),
-                               data, out=pathlib.Path(tmp), progress=False)
-      self.assertEqual(trained, [('learned',)])   # zeros was read back, not trained again.
-      self.assertEqual(both[:2], first)
-      self.assertEqual([r['variant'] for r in both[2:]], ['learned'] * 2)
+        more = burn_in.run_one(
+            dataclasses.replace(config, variants=('zeros', 'learned'), burn_ins=(0, 3, 5),
+                                seeds=1), data, out=pathlib.Path(tmp) / 'b', runs=runs,
+            progress=False)
+      # zeros at m=0 and 5, seed 0, were read back; zeros at m=3 and learned trained.
+      self.assertEqual(trained, [(('zeros',), (3,), 1), (('learned',), (0, 3, 5), 1)])
+      self.assertEqual([(r['variant'], r['burn_in'], r['seed']) for r in more],
+                       [('zeros', 0, 0), ('zeros', 3, 0), ('zeros', 5, 0), ('learned', 0, 0),
+                        ('learned', 3, 0), ('learned', 5, 0)])
+      self.assertEqual(more[0], first[0])
+      self.assertEqual(more[2], first[2])
+      # A model trained in a group of its own equals the same model trained beside others.
+      alone = burn_in.run_one(dataclasses.replace(config, burn_ins=(5,), seeds=1), data,
+                              progress=False)
+      self.assertAlmostEqual(alone[0]['test_all'], first[2]['test_all'], places=6)
+      # Two seeds asked for and one saved at m=3: that m trains again, under a new name.
+      with mock.patch.object(burn_in, 'make_group', record):
+        burn_in.run_one(dataclasses.replace(config, burn_ins=(3, 5)), data, runs=runs,
+                        progress=False)
+      self.assertEqual(trained[-1], (('zeros',), (3,), 2))
+      self.assertIn('rlc_N20_zeros_m3_s2', [p.name for p in runs.iterdir()])
+      # Other settings are never mixed in: their group's folder is refused.
       with self.assertRaisesRegex(ValueError, 'other settings'):
-        burn_in.run_one(dataclasses.replace(config, hidden_size=5), data,
-                        out=pathlib.Path(tmp), progress=False)
+        burn_in.run_one(dataclasses.replace(config, hidden_size=5), data, runs=runs,
+                        progress=False)
+
+  def test_conditional_reuse_needs_the_same_context(self):
+    """The initializer network reads the command's largest m: a group of conditional models
+    is reused only by commands whose context is the same."""
+    config = burn_in.Config(dataset='rlc', window=20, burn_ins=(0, 5), variants=('conditional',),
+                            seeds=2).resolved()
+    saved = burn_in._signature(config, ('conditional',))
+    narrower = dataclasses.replace(config, burn_ins=(0, 3), context=None).resolved()
+    self.assertEqual(narrower.context, 3)
+    self.assertFalse(burn_in._same_settings(saved, burn_in._signature(narrower, ('conditional',)),
+                                            ignore=('burn_ins', 'seeds')))
+    self.assertTrue(burn_in._same_settings(
+        saved, burn_in._signature(dataclasses.replace(narrower, context=5), ('conditional',)),
+        ignore=('burn_ins', 'seeds')))
+    # Signatures saved before `context` existed read it as their largest m; other variants
+    # do not depend on it.
+    old = json.loads(json.dumps(saved))
+    del old['config']['context']
+    self.assertTrue(burn_in._same_settings(old, saved))
+    zeros = burn_in._signature(config, ('zeros',))
+    self.assertNotIn('context', zeros['config'])
+    self.assertTrue(burn_in._same_settings(
+        zeros, burn_in._signature(narrower, ('zeros',)), ignore=('burn_ins', 'seeds')))
+    with self.assertRaisesRegex(ValueError, 'resolved'):
+      burn_in.Model(burn_in.Config(), 1, 2, use_conditional=True)
 
 
 class EndToEndTest(absltest.TestCase):
@@ -467,7 +513,7 @@ class EndToEndTest(absltest.TestCase):
       self.assertEqual(saved['select'], 'paper')
       self.assertLen(list(csv.DictReader(open(tmp / 'results.csv'))), 20)
       for variant in burn_in.VARIANTS:   # One saved group per variant.
-        self.assertTrue((tmp / 'runs' / f'rlc_N20_{variant}' / 'rows.json').exists())
+        self.assertTrue((tmp / 'runs' / f'rlc_N20_{variant}_m0-5_s2' / 'rows.json').exists())
 
   def test_bad_options(self):
     with contextlib.redirect_stderr(io.StringIO()):

@@ -35,8 +35,10 @@ every m and variant shares them). All models of one variant (every m x seed) tra
 one sweep (`initstate.training.sweep`: chunks of `--chunk-size` models, split
 across `--devices`, by default one CPU device per core); one epoch is one compiled `lax.scan`
 over its batches. Runs are resumable: every `--checkpoint-every` epochs the group's state is
-saved in the output folder, and a finished group's rows and trained models are kept there, so
-the same command run again picks up where it stopped.
+saved in its folder under `--runs` (default: the output folder's `runs/`), and a finished
+group's rows and trained models are kept there, so the same command run again picks up where
+it stopped; commands sharing `--runs` read back each other's finished models (the same variant,
+m and seed under the same settings) and train only the rest.
 
 Run `python -m initstate.studies.burn_in --help`.
 """
@@ -136,6 +138,7 @@ class Config:
   learning_rate: float | None = None    # None: the published value
   noise: float = 0.1                    # noisy_learned's stddev
   init_net_width: int = 32              # conditional's initializer network
+  context: int | None = None            # steps it reads (None: the largest m)
   stateful_windows: int = 5             # K consecutive windows per stateful walk
   seed: int = 0                         # base seed; seed s of K is fold_in(key(seed), s)
   seeds: int = 1                        # K
@@ -149,8 +152,10 @@ class Config:
                        f'{self.parametrization!r}.')
     if self.seeds < 1:
       raise ValueError(f'seeds must be >= 1, got {self.seeds}.')
+    burn_ins = resolve_burn_ins(self.burn_ins, self.dataset, self.window)
     return dataclasses.replace(
-        self, burn_ins=resolve_burn_ins(self.burn_ins, self.dataset, self.window),
+        self, burn_ins=burn_ins,
+        context=self.context if self.context is not None else max(*burn_ins, 1),
         epochs=self.epochs if self.epochs is not None else epochs,
         learning_rate=self.learning_rate if self.learning_rate is not None else lr)
 
@@ -209,7 +214,9 @@ class Model:
       self.readout = nn.Dense(dy)
     self.init_net = nn.Sequential([
         nn.Dense(config.init_net_width), nn.tanh, nn.Dense(2 * h)])
-    self.context = max(*cast(tuple[int, ...], config.burn_ins), 1)  # steps the net can read
+    if config.context is None:
+      raise ValueError('Model takes a resolved Config (Config.resolved()).')
+    self.context = config.context  # steps the initializer network can read
     self.du, self.dy, self.hidden = du, dy, h
     self.use_conditional = use_conditional
 
@@ -368,7 +375,7 @@ def make_group(config: Config, data: dict[str, sysid.Signal], variants: Sequence
 def _signature(config: Config, variants: Sequence[str]) -> dict[str, Any]:
   """What must match for a saved group (checkpoint or rows) to be reused."""
   keep = dataclasses.asdict(config)
-  for k in _NOT_COMPARED:
+  for k in _NOT_COMPARED + (() if 'conditional' in variants else ('context',)):
     keep.pop(k)
   return {'config': keep, 'variants': list(variants)}
 
@@ -377,14 +384,23 @@ def _signature(config: Config, variants: Sequence[str]) -> dict[str, Any]:
 _NOT_COMPARED = ('chunk_size', 'devices', 'variants')
 
 
-def _same_settings(saved: dict[str, Any], current: dict[str, Any]) -> bool:
-  """Equal signatures, where a setting the saved one lacks (added later) is at its default."""
+def _same_settings(saved: dict[str, Any], current: dict[str, Any],
+                   ignore: Sequence[str] = ()) -> bool:
+  """Equal signatures (but for the `ignore`d settings), where a setting the saved one lacks
+  (added later) is at its default; a saved conditional group without `context` read its
+  largest m."""
   defaults = {f.name: f.default for f in dataclasses.fields(Config)}
   config = {k: v for k, v in saved['config'].items() if k not in _NOT_COMPARED}
+  if 'conditional' in saved['variants'] and 'context' not in config:
+    config['context'] = max(*config['burn_ins'], 1)
   for k, v in current['config'].items():
     if k not in config and v == defaults.get(k):
       config[k] = v
-  return {'config': config, 'variants': saved['variants']} == json.loads(json.dumps(current))
+  current = json.loads(json.dumps(current))
+  for k in ignore:
+    config.pop(k, None)
+    current['config'].pop(k, None)
+  return {'config': config, 'variants': saved['variants']} == current
 
 
 def _latest_checkpoint(folder: pathlib.Path) -> tuple[int, pathlib.Path] | None:
@@ -411,8 +427,8 @@ def run_group(config: Config, data: dict[str, sysid.Signal], variants: Sequence[
     sig_file = folder / 'signature.json'
     if sig_file.exists():
       if not _same_settings(json.loads(sig_file.read_text()), signature):
-        raise ValueError(f'{folder} holds a run with other settings; use another --out (or '
-                         'delete the folder) to start afresh.')
+        raise ValueError(f'{folder} holds a run with other settings; use another --out or '
+                         '--runs (or delete the folder) to start afresh.')
     else:
       sig_file.write_text(json.dumps(signature, indent=1))
     if (folder / 'rows.json').exists():
@@ -488,34 +504,68 @@ def num_params(params: dict[str, Any], variant: str) -> int:
   return sum(int(x[0].size) for k in used for x in jax.tree.leaves(params[k]))
 
 
-def groups_of(variants: Sequence[str]) -> list[tuple[str]]:
-  """One group (one sweep, one saved folder) per variant, so that runs of different commands
-  that share a variant, its m values and seeds reuse each other's saved groups."""
-  return [(v,) for v in dict.fromkeys(variants)]
+def group_name(config: Config, variant: str) -> str:
+  """The saved group's folder name: dataset, N, variant, its m values and seed count."""
+  ms = cast(tuple[int, ...], config.burn_ins)
+  text = '-'.join(map(str, ms)) if len(ms) <= 4 else f'{ms[0]}..{ms[-1]}x{len(ms)}'
+  return f'{config.dataset}_N{config.window}_{variant}_m{text}_s{config.seeds}'
+
+
+def saved_rows(runs: pathlib.Path, config: Config, variant: str) -> dict[int, list[dict]]:
+  """Rows this run can reuse from finished groups in `runs`, by m (each m's rows of seeds
+  0..K-1): groups of `variant` trained with the same settings but for their m values and a
+  seed count of at least K. Seed s of a model is the same wherever it trained (its initial
+  weights, shuffling and noise depend only on the base seed and s)."""
+  want = _signature(config, (variant,))
+  found: dict[int, list[dict]] = {}
+  for folder in sorted(runs.glob(f'{config.dataset}_N{config.window}_{variant}*')):
+    rows_file, sig_file = folder / 'rows.json', folder / 'signature.json'
+    if not (rows_file.exists() and sig_file.exists()):
+      continue
+    saved = json.loads(sig_file.read_text())
+    if (saved['variants'] != [variant] or saved['config']['seeds'] < config.seeds or
+        not _same_settings(saved, want, ignore=('burn_ins', 'seeds'))):
+      continue
+    rows = json.loads(rows_file.read_text())
+    for m in cast(tuple[int, ...], config.burn_ins):
+      mine = [r for r in rows if r['burn_in'] == m and r['seed'] < config.seeds]
+      if m not in found and len(mine) == config.seeds:
+        found[m] = sorted(mine, key=lambda r: r['seed'])
+  return found
 
 
 def run_one(config: Config, data: dict[str, sysid.Signal], *, out: pathlib.Path | None = None,
-            checkpoint_every: int = 0, progress: bool = True,
+            runs: pathlib.Path | None = None, checkpoint_every: int = 0, progress: bool = True,
             report_only: bool = False) -> list[dict[str, Any]]:
   """Trains every (variant, m, seed) of one (dataset, N) and evaluates it; one row each.
 
-  With `report_only`, trains nothing: returns the rows of the variants already finished in
-  `out` (an unfinished or never started variant contributes no rows).
+  Each variant trains as one group (one sweep) saved in its own folder of `runs` (default
+  `out/runs`), named by `group_name`. What a finished group there already holds (the same
+  settings, that m, enough seeds; see `saved_rows`) is read back, not trained again: only the
+  variant's other m values train, as a new group. With `report_only`, trains nothing: returns
+  the rows of the variants whose every m is already finished.
   """
   config = config.resolved()
   for m in cast(tuple[int, ...], config.burn_ins):
     if not 0 <= m < config.window:
       raise ValueError(f'burn-in {m} must be in [0, N - 1] = [0, {config.window - 1}].')
-  if report_only and out is None:
-    raise ValueError('report_only reads finished runs from `out`; give it.')
+  if report_only and out is None and runs is None:
+    raise ValueError('report_only reads finished runs from `out` (or `runs`); give it.')
+  if runs is None and out is not None:
+    runs = out / 'runs'
   rows = []
-  for variants in groups_of(config.variants):
-    folder = None if out is None else out / 'runs' / (
-        f'{config.dataset}_N{config.window}_{"+".join(variants)}')
-    if report_only and not (cast(pathlib.Path, folder) / 'rows.json').exists():
+  for variant in dict.fromkeys(config.variants):
+    by_m = {} if runs is None else saved_rows(runs, config, variant)
+    todo = tuple(m for m in cast(tuple[int, ...], config.burn_ins) if m not in by_m)
+    if todo and report_only:
       continue
-    rows += run_group(config, data, variants, folder=folder, checkpoint_every=checkpoint_every,
-                      progress=progress)
+    if todo:
+      group = dataclasses.replace(config, burn_ins=todo)
+      folder = None if runs is None else runs / group_name(group, variant)
+      for row in run_group(group, data, (variant,), folder=folder,
+                           checkpoint_every=checkpoint_every, progress=progress):
+        by_m.setdefault(row['burn_in'], []).append(row)
+    rows += [r for m in cast(tuple[int, ...], config.burn_ins) for r in by_m[m]]
   return rows
 
 
@@ -568,6 +618,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                  help='save each group\'s state every this many epochs (0: never); the same '
                       'command run again resumes from the last save')
   p.add_argument('--out', default='initstate-results/burn_in', help='output folder')
+  p.add_argument('--runs', default=None,
+                 help='folder of the saved groups (default: OUT/runs); commands that share '
+                      'it reuse each other\'s finished models')
   p.add_argument('--report-only', action='store_true',
                  help='train nothing: report the finished part of this command\'s runs in '
                       '--out and list what is not finished')
@@ -600,6 +653,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     p.error('--epochs must be positive')
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
+  runs = pathlib.Path(args.runs) if args.runs else out / 'runs'
   all_rows, report, missing = [], [], []
   for name in datasets:
     data, _ = sysid.load(name)
@@ -611,7 +665,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                       stateful_windows=args.stateful_windows, seed=args.seed, seeds=args.seeds,
                       chunk_size=args.chunk_size or None, devices=num_devices)
       try:
-        rows = run_one(config, data, out=out, checkpoint_every=args.checkpoint_every,
+        rows = run_one(config, data, out=out, runs=runs, checkpoint_every=args.checkpoint_every,
                        progress=not args.no_progress, report_only=args.report_only)
       except ValueError as e:
         p.error(str(e))
