@@ -123,11 +123,11 @@ class NnxStepTest(absltest.TestCase):
                           check=False)
     self.assertEqual(proc.returncode, 0, msg=proc.stdout[-3000:] + proc.stderr[-3000:])
     checks = re.findall(r'eval losses (\S+) \(scan_rnn\) (\S+) \(nnx\)', proc.stdout)
-    self.assertLen(checks, 2)
+    self.assertLen(checks, 1)
     for functional, module in checks:
       self.assertAlmostEqual(float(functional), float(module), places=5)
     for name in ('scan_rnn', r'nnx\.jit', r'nnx split\+jit'):
-      self.assertLen(re.findall(rf'^  {name}\s.*\d+\.\d{{3}}$', proc.stdout, re.MULTILINE), 2)
+      self.assertLen(re.findall(rf'^  {name}\s.*\d+\.\d{{3}}$', proc.stdout, re.MULTILINE), 1)
 
 
 class SweepSpeedTest(absltest.TestCase):
