@@ -33,6 +33,12 @@ _PLACE_SCRIPT = textwrap.dedent('''
       state = step(state, 2.0)
     print('devices', n, 'compiled', step._cache_size(),
           'shards', len(state['w'].sharding.device_set))
+    # Three models on two devices: left unplaced, padded by the sweep, and still right.
+    start = init(jax.vmap(jax.random.key)(jnp.arange(3)))
+    odd = devices.place(start, n)
+    for _ in range(3):
+      odd = step(odd, 2.0)
+    print('odd models equal', bool(jnp.allclose(odd['w'], 8.0 * start['w'])), odd['w'].shape)
 ''')
 
 
@@ -58,6 +64,7 @@ class SetupTest(absltest.TestCase):
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     # Without `place`, the second call recompiles for the split placement (2 entries).
     self.assertIn('devices 2 compiled 1 shards 2', proc.stdout)
+    self.assertIn('odd models equal True (3, 3)', proc.stdout)
 
   def test_zero_means_one_per_core(self):
     cores = os.cpu_count() or 1

@@ -57,9 +57,11 @@ def place(tree: Any, num_devices: int) -> Any:
 
   A state made on one device (see `sweeper`) and then passed to a sweep over several devices
   comes back split across them; placing it there first saves the second compilation that the
-  change of placement would otherwise cost. The mesh axis name is `training.sweep`'s.
+  change of placement would otherwise cost. The mesh axis name is `training.sweep`'s. A model
+  count that the devices do not divide is left where it is: the sweep pads it to a multiple
+  (and may compile once more).
   """
-  if num_devices <= 1:
+  if num_devices <= 1 or any(x.shape[0] % num_devices for x in jax.tree.leaves(tree)):
     return tree
   mesh = Mesh(np.asarray(jax.devices()[:num_devices]), ('models',))
   return jax.device_put(tree, NamedSharding(mesh, PartitionSpec('models')))
