@@ -6,6 +6,7 @@ import dataclasses
 import io
 import json
 import pathlib
+import shlex
 import tempfile
 from unittest import mock
 
@@ -21,6 +22,8 @@ import initstate
 from initstate.studies import burn_in
 from initstate.studies import burn_in_report
 from initstate.studies import sysid
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 class DataTest(parameterized.TestCase):
@@ -322,6 +325,13 @@ class ReportTest(absltest.TestCase):
     self.assertIn('cost: 5 s per model (zeros: 5 s per model)', lines[0])
     worse = [dict(r, variant='conditional', test_after_offset=0.9) for r in learned]
     self.assertIn('NO:', burn_in_report.beyond_paper(rows + worse)[0])
+    # Zero-carry models from two groups (read back from another command, say): the cost is
+    # their seconds over their models, and the report lists both groups.
+    more = [dict(r, burn_in=50, group_seconds=40.0, group_models=1, resumed_at_epoch=7)
+            for r in rows[:1]]
+    self.assertIn('(zeros: 17 s per model)', burn_in_report.beyond_paper(rows + more + learned)[0])
+    self.assertEqual(burn_in_report._trained_groups(rows + more + learned),
+                     [('zeros', 10.0, 2, 0), ('zeros', 40.0, 1, 7), ('learned', 10.0, 2, 0)])
 
 
 class ResumeTest(absltest.TestCase):
@@ -451,6 +461,34 @@ class ResumeTest(absltest.TestCase):
         zeros, burn_in._signature(narrower, ('zeros',)), ignore=('burn_ins', 'seeds')))
     with self.assertRaisesRegex(ValueError, 'resolved'):
       burn_in.Model(burn_in.Config(), 1, 2, use_conditional=True)
+
+
+class RecordedResultsTest(absltest.TestCase):
+  """Every recorded report is what its command prints from the committed rows."""
+
+  @pytest.mark.slow   # No training: the recorded reports made again from the saved rows.
+  def test_recorded_reports_come_from_the_committed_rows(self):
+    recorded = sorted((ROOT / 'results' / 'burn_in').glob('**/results.json'))
+    remade = 0
+    for path in recorded:
+      saved = json.loads(path.read_text())
+      argv = shlex.split(saved['command'])[3:]   # After 'python -m initstate.studies.burn_in'.
+      if '--report-only' not in argv:
+        continue   # A run recorded before the shared runs folder existed.
+      self.assertEqual(argv[argv.index('--out') + 1], str(path.parent.relative_to(ROOT)))
+      self.assertTrue(argv[argv.index('--runs') + 1].startswith('results/burn_in/'))
+      argv[argv.index('--runs') + 1] = str(ROOT / argv[argv.index('--runs') + 1])
+      with tempfile.TemporaryDirectory() as tmp:
+        argv[argv.index('--out') + 1] = tmp
+        with contextlib.redirect_stdout(io.StringIO()), mock.patch.object(
+            burn_in, 'make_group', side_effect=AssertionError('trained')):
+          rows = burn_in.main(argv)
+        again = json.loads((pathlib.Path(tmp) / 'results.json').read_text())
+      self.assertEqual(rows, saved['rows'], path)
+      self.assertEqual(again['report'], saved['report'], path)
+      self.assertEqual(again['not_finished'], saved['not_finished'], path)
+      remade += 1
+    self.assertGreaterEqual(remade, 2)
 
 
 class EndToEndTest(absltest.TestCase):

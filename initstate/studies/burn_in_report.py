@@ -68,10 +68,9 @@ def report(rows: Sequence[Row], select: str = 'paper') -> str:
   r0 = rows[0]
   seeds = sorted({r['seed'] for r in rows})
   timing = '; '.join(
-      f'{"+".join(sorted({r["variant"] for r in rs}))}: {rs[0]["group_seconds"]:.0f} s for '
-      f'{rs[0]["group_models"]} models' + (
-          f' (resumed at epoch {rs[0]["resumed_at_epoch"]})' if rs[0]['resumed_at_epoch'] else '')
-      for rs in _group(rows, 'variant').values())
+      f'{variant}: {seconds:.0f} s for {models} models' + (
+          f' (resumed at epoch {resumed})' if resumed else '')
+      for variant, seconds, models, resumed in _trained_groups(rows))
   lines = [
       f'== {r0["dataset"]}, N={r0["window"]}: {r0["epochs"]} epochs ({r0["adam_steps"]} Adam '
       f'steps), lr {r0["learning_rate"]:g}, {r0["parametrization"]} parametrization, '
@@ -131,11 +130,20 @@ def beyond_paper(rows: Sequence[Row]) -> list[str]:
   return lines
 
 
+def _trained_groups(rows: Sequence[Row]) -> list[tuple[str, float, int, int]]:
+  """(variant, seconds, models, resumed at epoch) of each group (sweep) the rows came from."""
+  return list(dict.fromkeys((r['variant'], r['group_seconds'], r['group_models'],
+                             r.get('resumed_at_epoch', 0)) for r in rows))
+
+
 def _cost(rows: Sequence[Row], variant: str) -> str:
-  """Trained parameters and wall-clock seconds per model of a variant."""
-  r = next(r for r in rows if r['variant'] == variant)
-  params = f'{r["num_params"]} parameters, ' if 'num_params' in r else ''
-  return f'{params}{r["group_seconds"] / r["group_models"]:.0f} s per model'
+  """Trained parameters and wall-clock seconds per model of a variant (over its groups)."""
+  mine = [r for r in rows if r['variant'] == variant]
+  counted = [r for r in mine if 'num_params' in r]
+  params = f'{counted[0]["num_params"]} parameters, ' if counted else ''
+  groups = _trained_groups(mine)
+  per_model = sum(g[1] for g in groups) / sum(g[2] for g in groups)
+  return f'{params}{per_model:.0f} s per model'
 
 
 def paper_table(rows: Sequence[Row], select: str = 'paper',
