@@ -139,15 +139,16 @@ class SweepSpeedTest(absltest.TestCase):
     with tempfile.TemporaryDirectory() as tmp:
       path = pathlib.Path(tmp) / 'rows.json'
       proc = subprocess.run(
-          [sys.executable, str(ROOT / 'benchmarks' / 'sweep_speed.py'), '--quick', '--json',
-           str(path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=420,
+          [sys.executable, str(ROOT / 'benchmarks' / 'sweep_speed.py'), '--quick', '--settings',
+           'sysid', '--json', str(path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=420,
           check=False)
       self.assertEqual(proc.returncode, 0, msg=proc.stdout[-3000:] + proc.stderr[-3000:])
       rows = json.loads(path.read_text())
     variants = {(r['setting'], r['models'], r['variant']) for r in rows}
-    for setting in ('sysid', 'main'):
-      self.assertIn((setting, 1, 'initstate vmap'), variants)
-      self.assertIn((setting, 2, 'initstate c=1 d=2'), variants)
+    # The sysid setting only, to keep CI short (the main setting's runner is the carry-strategies
+    # study's trainer, tested with that study).
+    self.assertIn(('sysid', 1, 'initstate vmap'), variants)
+    self.assertIn(('sysid', 2, 'initstate c=1 d=2'), variants)
     for r in rows:
       self.assertGreater(r['s_per_model_epoch'], 0)
     self.assertIn('== targets ==', proc.stdout)
