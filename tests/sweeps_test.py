@@ -114,6 +114,17 @@ class SweepTest(parameterized.TestCase):
     for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
       np.testing.assert_allclose(g, e, rtol=1e-6)
 
+  @parameterized.parameters((None, 10, 1), (5, 10, 1), (4, 8, 1), (4, 10, 2), (12, 10, 1))
+  def test_traces_once_unless_the_chunk_size_leaves_a_rest(self, chunk_size, models, traces):
+    traced = []
+
+    def fn(w):
+      traced.append(w.shape)
+      return 2 * w
+
+    jax.jit(training.sweep(fn, chunk_size=chunk_size)).lower(jnp.ones((models, 3)))
+    self.assertLen(traced, traces)
+
   def test_per_model_keys(self):
     keys = jax.random.split(jax.random.key(3), 4)
     draw = lambda k: jax.random.normal(k, (2,))

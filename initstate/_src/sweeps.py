@@ -88,7 +88,9 @@ def sweep(fn: Callable[..., Any], in_axes: int | Sequence[int | None] | None = 0
       axis on every leaf ([M, ...]) and None where all models share it (data, a step number).
     chunk_size: how many models run together as one vectorised batch; the chunks run one after
       another (`jax.lax.map` with `batch_size`). None: all models at once, as `jax.vmap`.
-      Results equal `jax.vmap`'s to float rounding, whatever the chunk size.
+      Results equal `jax.vmap`'s to float rounding, whatever the chunk size. A chunk size
+      that does not divide M compiles `fn` twice (the full chunks, then the rest), which
+      can outweigh a short run.
     devices: split the model axis evenly across these `jax.Device`s (`jax.shard_map` over a 1-D
       mesh); each device runs its share, in chunks of `chunk_size`. If M is not a multiple
       of the number of devices, copies of the last model fill the gap (computed, then
