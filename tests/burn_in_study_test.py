@@ -491,6 +491,20 @@ class RecordedResultsTest(absltest.TestCase):
     self.assertGreaterEqual(remade, 2)
 
 
+class CsvTest(absltest.TestCase):
+
+  def test_rows_saved_before_a_key_was_added_leave_its_cell_empty(self):
+    rows = [{'variant': 'zeros', 'burn_in': 0}, {'variant': 'learned', 'burn_in': 0,
+                                                  'num_params': 377}]
+    with tempfile.TemporaryDirectory() as tmp:
+      path = pathlib.Path(tmp) / 'results.csv'
+      burn_in.write_csv(path, rows)
+      with open(path, newline='') as f:
+        read = list(csv.DictReader(f))
+    self.assertEqual(read, [{'variant': 'zeros', 'burn_in': '0', 'num_params': ''},
+                            {'variant': 'learned', 'burn_in': '0', 'num_params': '377'}])
+
+
 class EndToEndTest(absltest.TestCase):
 
   @pytest.mark.slow   # One tiny training, then a report of it.

@@ -496,6 +496,15 @@ def run_group(config: Config, data: dict[str, sysid.Signal], variants: Sequence[
   return rows
 
 
+def write_csv(path: pathlib.Path, rows: Sequence[dict[str, Any]]) -> None:
+  """`rows` as CSV, one column per key of any row (in order of appearance); a row without a
+  key (saved before that key was added) leaves its cell empty."""
+  with open(path, 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+    writer.writeheader()
+    writer.writerows(rows)
+
+
 def num_params(params: dict[str, Any], variant: str) -> int:
   """Trained parameters of one model of `variant` (params with the model axis first): the LSTM
   and read-out, plus the learned carry or the initializer network where the variant uses it."""
@@ -688,10 +697,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
   if not all_rows:
     print(f'No finished runs in {out} yet.')
     return []
-  with open(out / 'results.csv', 'w', newline='') as f:
-    writer = csv.DictWriter(f, fieldnames=list(all_rows[0]))
-    writer.writeheader()
-    writer.writerows(all_rows)
+  write_csv(out / 'results.csv', all_rows)
   (out / 'results.json').write_text(json.dumps({
       'command': 'python -m initstate.studies.burn_in ' + ' '.join(
           argv if argv is not None else sys.argv[1:]),
