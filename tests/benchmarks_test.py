@@ -140,8 +140,8 @@ class SweepSpeedTest(absltest.TestCase):
       path = pathlib.Path(tmp) / 'rows.json'
       proc = subprocess.run(
           [sys.executable, str(ROOT / 'benchmarks' / 'sweep_speed.py'), '--quick', '--settings',
-           'sysid', '--json', str(path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=420,
-          check=False)
+           'sysid', '--json', str(path)], cwd=ROOT, env=env, capture_output=True, text=True,
+          timeout=420, check=False)
       self.assertEqual(proc.returncode, 0, msg=proc.stdout[-3000:] + proc.stderr[-3000:])
       rows = json.loads(path.read_text())
     variants = {(r['setting'], r['models'], r['variant']) for r in rows}
@@ -162,6 +162,38 @@ class SweepSpeedTest(absltest.TestCase):
       return
     self.assertIn(('sysid', 2, 'torch loop'), variants)
     self.assertIn(('sysid', 2, 'torch stacked bmm'), variants)
+
+
+class BurnInCostTest(absltest.TestCase):
+  """`benchmarks/burn_in_cost.py --quick` times an epoch of every carry of the burn-in study."""
+
+  @pytest.mark.slow   # Runs the benchmark script (a subprocess, about 30 s).
+  def test_quick_run(self):
+    env = dict(os.environ, JAX_PLATFORMS='cpu', JAX_DISABLE_MOST_OPTIMIZATIONS='1')
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / 'benchmarks' / 'burn_in_cost.py'), '--quick'], cwd=ROOT,
+        env=env, capture_output=True, text=True, timeout=300, check=False)
+    self.assertEqual(proc.returncode, 0, msg=proc.stdout[-3000:] + proc.stderr[-3000:])
+    self.assertIn('== rlc N=20, m in [0, 5], 1 seed(s)', proc.stdout)
+    rows = {m.group(1): m.groups()[1:] for m in re.finditer(
+        r'^(\w+)\s+(\d+)\s+(\d+)\s+\d+\s+[\d.]+\s+[\d.]+ \[[\d.]+, [\d.]+\]\s+([\d.]+)\s+'
+        r'([\d.]+)x\s+[\d.]+$', proc.stdout, re.MULTILINE)}
+    self.assertEqual(set(rows), {'zeros', 'learned', 'noisy_learned', 'conditional',
+                                 'stateful'}, proc.stdout)
+    self.assertEqual(rows['zeros'][3], '1.00')
+    for variant, (models, _, per_model, _) in rows.items():
+      self.assertEqual(models, '2', variant)   # m in {0, 5} x 1 seed.
+      self.assertGreater(float(per_model), 0, variant)
+    # The learned carry adds (h, c) = 2 x 4 parameters; the initializer network many more.
+    self.assertEqual(int(rows['learned'][1]), int(rows['zeros'][1]) + 8)
+    self.assertGreater(int(rows['conditional'][1]), int(rows['learned'][1]))
+
+  def test_bad_variant(self):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / 'benchmarks' / 'burn_in_cost.py'), '--variants', 'zero'],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    self.assertEqual(proc.returncode, 2)
+    self.assertIn('unknown variants', proc.stderr)
 
 
 if __name__ == '__main__':
