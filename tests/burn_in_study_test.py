@@ -321,15 +321,25 @@ class ReportTest(absltest.TestCase):
     lines = burn_in_report.beyond_paper(rows + learned)
     self.assertLen(lines, 1)
     self.assertIn('YES: it reaches', lines[0])
-    self.assertIn('at m=0', lines[0])
-    self.assertIn('cost: 5 s per model (zeros: 5 s per model)', lines[0])
+    self.assertIn('(zeros, m=100: median test MSE over t >= 200 0.50000) already at m=0 '
+                  '(0.40000)', lines[0])
+    self.assertIn('cost: 5 s wall-clock per model (zeros: 5 s wall-clock per model)', lines[0])
     worse = [dict(r, variant='conditional', test_after_offset=0.9) for r in learned]
-    self.assertIn('NO:', burn_in_report.beyond_paper(rows + worse)[0])
+    self.assertIn('NO: its best median, at m=0 (0.90000), stays above',
+                  burn_in_report.beyond_paper(rows + worse)[0])
+    # Several seeds: the medians decide, their [min, max] is printed beside them.
+    seeds = rows + [dict(r, seed=1, test_after_offset=t) for r, t in zip(rows, (2.0, 0.7))]
+    same = [dict(r, variant='learned', test_after_offset=t) for r, t in
+            zip(seeds, (1.0, 0.45, 1.5, 0.6))]
+    line = burn_in_report.beyond_paper(seeds + same)[0]
+    self.assertIn('WITH THE SAME burn-in: it first reaches the best burn-in (zeros, m=100: '
+                  'median test MSE over t >= 200 0.60000 [0.50000, 0.70000]) at m=100 '
+                  '(0.52500 [0.45000, 0.60000])', line)
     # Zero-carry models from two groups (read back from another command, say): the cost is
     # their seconds over their models, and the report lists both groups.
     more = [dict(r, burn_in=50, group_seconds=40.0, group_models=1, resumed_at_epoch=7)
             for r in rows[:1]]
-    self.assertIn('(zeros: 17 s per model)', burn_in_report.beyond_paper(rows + more + learned)[0])
+    self.assertIn('(zeros: 17 s wall-clock per model)', burn_in_report.beyond_paper(rows + more + learned)[0])
     self.assertEqual(burn_in_report._trained_groups(rows + more + learned),
                      [('zeros', 10.0, 2, 0), ('zeros', 40.0, 1, 7), ('learned', 10.0, 2, 0)])
 

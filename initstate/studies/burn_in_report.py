@@ -101,30 +101,33 @@ def report(rows: Sequence[Row], select: str = 'paper') -> str:
 
 def beyond_paper(rows: Sequence[Row]) -> list[str]:
   """Does a carry reach the best burn-in's test MSE with less burn-in? Medians over seeds of
-  the MSE over t >= offset (the same steps for every m and variant)."""
-  med = {k: statistics.median(r['test_after_offset'] for r in rs)
-         for k, rs in _group(rows, 'variant', 'burn_in').items()}
+  the MSE over t >= offset (the same steps for every m and variant), with their [min, max].
+  The cost is the recorded wall-clock, which depends on what else the machine ran."""
+  values = {k: [r['test_after_offset'] for r in rs]
+            for k, rs in _group(rows, 'variant', 'burn_in').items()}
+  med = {k: statistics.median(v) for k, v in values.items()}
   zeros = {m: v for (variant, m), v in med.items() if variant == 'zeros'}
   if not zeros:
     return []
   best_m = min(zeros, key=lambda m: zeros[m])
   target, offset = zeros[best_m], rows[0]['offset']
   goal = (f'the best burn-in (zeros, m={best_m}: median test MSE over t >= {offset} '
-          f'{target:.5f})')
+          f'{_fmt(values["zeros", best_m])})')
   lines = []
   for variant in ('learned', 'noisy_learned', 'conditional', 'stateful'):
     own = {m: v for (vr, m), v in med.items() if vr == variant}
     if not own:
       continue
+    at = lambda m, v=variant: f'm={m} ({_fmt(values[v, m])})'
     reach = sorted(m for m, v in own.items() if v <= target)
     if not reach:
       m = min(own, key=lambda k: own[k])
-      verdict = f'NO: its best median {own[m]:.5f} (m={m}) stays above {goal}'
+      verdict = f'NO: its best median, at {at(m)}, stays above {goal}'
     elif reach[0] < best_m:
-      verdict = f'YES: it reaches {goal} already at m={reach[0]} ({own[reach[0]]:.5f})'
+      verdict = f'YES: it reaches {goal} already at {at(reach[0])}'
     else:
       verdict = (f'{"WITH THE SAME" if reach[0] == best_m else "ONLY WITH MORE"} burn-in: it '
-                 f'first reaches {goal} at m={reach[0]} ({own[reach[0]]:.5f})')
+                 f'first reaches {goal} at {at(reach[0])}')
     lines.append(f'does {variant} reach the best burn-in with less burn-in? {verdict}; '
                  f'cost: {_cost(rows, variant)} (zeros: {_cost(rows, "zeros")})')
   return lines
@@ -143,7 +146,7 @@ def _cost(rows: Sequence[Row], variant: str) -> str:
   params = f'{counted[0]["num_params"]} parameters, ' if counted else ''
   groups = _trained_groups(mine)
   per_model = sum(g[1] for g in groups) / sum(g[2] for g in groups)
-  return f'{params}{per_model:.0f} s per model'
+  return f'{params}{per_model:.0f} s wall-clock per model'
 
 
 def paper_table(rows: Sequence[Row], select: str = 'paper',
