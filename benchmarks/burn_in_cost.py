@@ -15,7 +15,7 @@ this benchmark is the like-for-like comparison.
 Usage:
 
   python benchmarks/burn_in_cost.py                  # Silverbox N=100 and RLC N=200, 3 seeds
-  python benchmarks/burn_in_cost.py --rounds 5
+  python benchmarks/burn_in_cost.py --settings silverbox --rounds 5
   python benchmarks/burn_in_cost.py --quick          # a smoke test: tiny sizes, 1 round
 """
 
@@ -82,6 +82,8 @@ def main(argv=None) -> None:
   p.add_argument('--rounds', type=int, default=3, help='timed epochs per variant')
   p.add_argument('--seeds', type=int, default=3)
   p.add_argument('--variants', default=','.join(VARIANTS))
+  p.add_argument('--settings', default=','.join(s[0] for s in SETTINGS),
+                 help='datasets of SETTINGS to time')
   p.add_argument('--quick', action='store_true',
                  help='a smoke test: RLC cut to 300 steps, N=20, H=4, 1 seed, 1 round')
   args = p.parse_args(argv)
@@ -89,6 +91,9 @@ def main(argv=None) -> None:
   unknown = set(variants) - set(VARIANTS)
   if unknown:
     p.error(f'unknown variants {sorted(unknown)}; choose from {VARIANTS}')
+  settings = [s for s in SETTINGS if s[0] in args.settings.split(',')]
+  if len(settings) != len(args.settings.split(',')):
+    p.error(f'--settings takes datasets of {[s[0] for s in SETTINGS]}, got {args.settings!r}')
   print(f'jax {jax.__version__} on {jax.devices()}')
   if args.quick:
     data, _ = sysid.load('rlc')
@@ -98,7 +103,7 @@ def main(argv=None) -> None:
                             stateful_windows=2).resolved()
     print(report(config, measure(config, data, 1)))
     return
-  for dataset, window, burn_ins in SETTINGS:
+  for dataset, window, burn_ins in settings:
     config = burn_in.Config(dataset=dataset, window=window, burn_ins=burn_ins,
                             variants=variants, seeds=args.seeds, chunk_size=None).resolved()
     data, _ = sysid.load(dataset)

@@ -188,12 +188,14 @@ class BurnInCostTest(absltest.TestCase):
     self.assertEqual(int(rows['learned'][1]), int(rows['zeros'][1]) + 8)
     self.assertGreater(int(rows['conditional'][1]), int(rows['learned'][1]))
 
-  def test_bad_variant(self):
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / 'benchmarks' / 'burn_in_cost.py'), '--variants', 'zero'],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
-    self.assertEqual(proc.returncode, 2)
-    self.assertIn('unknown variants', proc.stderr)
+  def test_bad_options(self):
+    for option, message in ((['--variants', 'zero'], 'unknown variants'),
+                            (['--settings', 'wienerhammerstein'], '--settings takes')):
+      proc = subprocess.run(
+          [sys.executable, str(ROOT / 'benchmarks' / 'burn_in_cost.py')] + option, cwd=ROOT,
+          capture_output=True, text=True, timeout=120, check=False)
+      self.assertEqual(proc.returncode, 2, option)
+      self.assertIn(message, proc.stderr)
 
 
 if __name__ == '__main__':
