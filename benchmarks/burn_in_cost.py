@@ -30,7 +30,6 @@ from initstate.studies import sysid
 
 # (dataset, N, m values): the settings of the beyond-paper runs (m* is the paper's).
 SETTINGS = (('silverbox', 100, (0, 20, 94)), ('rlc', 200, (0, 110)))
-VARIANTS = ('zeros', 'learned', 'noisy_learned', 'conditional', 'stateful')
 
 
 def measure(config: burn_in.Config, data: dict[str, sysid.Signal], rounds: int) -> list[dict]:
@@ -81,16 +80,16 @@ def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--rounds', type=int, default=3, help='timed epochs per variant')
   p.add_argument('--seeds', type=int, default=3)
-  p.add_argument('--variants', default=','.join(VARIANTS))
+  p.add_argument('--variants', default=','.join(burn_in.VARIANTS))
   p.add_argument('--settings', default=','.join(s[0] for s in SETTINGS),
                  help='datasets of SETTINGS to time')
   p.add_argument('--quick', action='store_true',
                  help='a smoke test: RLC cut to 300 steps, N=20, H=4, 1 seed, 1 round')
   args = p.parse_args(argv)
   variants = tuple(args.variants.split(','))
-  unknown = set(variants) - set(VARIANTS)
+  unknown = set(variants) - set(burn_in.VARIANTS)
   if unknown:
-    p.error(f'unknown variants {sorted(unknown)}; choose from {VARIANTS}')
+    p.error(f'unknown variants {sorted(unknown)}; choose from {burn_in.VARIANTS}')
   settings = [s for s in SETTINGS if s[0] in args.settings.split(',')]
   if len(settings) != len(args.settings.split(',')):
     p.error(f'--settings takes datasets of {[s[0] for s in SETTINGS]}, got {args.settings!r}')

@@ -339,7 +339,8 @@ class ReportTest(absltest.TestCase):
     # their seconds over their models, and the report lists both groups.
     more = [dict(r, burn_in=50, group_seconds=40.0, group_models=1, resumed_at_epoch=7)
             for r in rows[:1]]
-    self.assertIn('(zeros: 17 s wall-clock per model)', burn_in_report.beyond_paper(rows + more + learned)[0])
+    self.assertIn('(zeros: 17 s wall-clock per model)',
+                  burn_in_report.beyond_paper(rows + more + learned)[0])
     self.assertEqual(burn_in_report._trained_groups(rows + more + learned),
                      [('zeros', 10.0, 2, 0), ('zeros', 40.0, 1, 7), ('learned', 10.0, 2, 0)])
 
